@@ -1,0 +1,36 @@
+# The two commands of the README's quick start: `make demo` and `make test`.
+# Each creates .venv at the repository root if missing and installs what it needs, so both work on a
+# fresh machine. torch/torchvision are pinned here (they install from this workplace's local disk);
+# pyproject.toml declares the looser ranges users get.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  := torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test setup setup-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.setup-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.setup-test: pyproject.toml $(VENV)/.setup-run
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.setup-run
+setup-test: $(VENV)/.setup-test
+
+demo: setup
+	$(BIN)/compscale demo
+
+test: setup-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

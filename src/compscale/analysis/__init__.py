@@ -1,0 +1,1 @@
+"""Tables, figures and reports built on the core (they never reach into model internals)."""

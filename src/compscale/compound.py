@@ -1,0 +1,101 @@
+"""Compound scaling applied to real architectures: φ → concrete spec → *realized* cost.
+
+:mod:`compscale.scaling` gives the multipliers; here they are applied to a baseline spec with the family's
+rounding rules and the result is measured (on the meta device), because the realized cost is what a
+budget constrains and what the paper's "FLOPs ≈ 2^φ" only approximates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from compscale.models import build_model, model_spec
+from compscale.profiler import profile
+from compscale.scaling import CompoundScaling, ScaleFactors, solve_phi
+from compscale.specs import ModelSpec
+
+
+@dataclass(frozen=True)
+class ScaledModel:
+    """A baseline scaled by (α, β, γ, φ): its multipliers, concrete spec and realized cost."""
+
+    base: ModelSpec
+    scaling: CompoundScaling
+    phi: float
+    factors: ScaleFactors
+    spec: ModelSpec
+    params: int
+    macs: int
+    base_macs: int
+
+    @property
+    def macs_ratio(self) -> float:
+        """Realized multiply-adds relative to the baseline (the paper's nominal value is 2^φ)."""
+        return self.macs / self.base_macs
+
+    def as_dict(self) -> dict:
+        return {
+            "family": self.base.family,
+            "alpha": self.scaling.alpha,
+            "beta": self.scaling.beta,
+            "gamma": self.scaling.gamma,
+            "phi": self.phi,
+            "depth_multiplier": self.factors.depth,
+            "width_multiplier": self.factors.width,
+            "resolution_multiplier": self.factors.resolution_mult,
+            "resolution": self.spec.resolution,
+            "params": self.params,
+            "macs": self.macs,
+            "base_macs": self.base_macs,
+            "macs_ratio": self.macs_ratio,
+            "nominal_macs_ratio": self.scaling.nominal_flops_ratio(self.phi),
+            "stages": self.spec.stage_table(),
+            "spec": self.spec.to_dict(),
+        }
+
+
+@lru_cache(maxsize=4096)
+def realized_cost(spec: ModelSpec) -> tuple[int, int]:
+    """(multiply-adds, params) of a concrete spec at its own resolution, counted on the meta device."""
+    with torch.device("meta"):
+        model = build_model(spec)
+    p = profile(model, spec.resolution)
+    return p.macs, p.params
+
+
+def scale(
+    base: str | ModelSpec,
+    phi: float,
+    scaling: CompoundScaling | None = None,
+    depth_rounding: str = "ceil",
+) -> ScaledModel:
+    """Scale ``base`` (a registered name or a spec) by compound coefficient φ and measure the result."""
+    scaling = scaling or CompoundScaling()
+    base_spec = model_spec(base)
+    factors = scaling.factors(phi)
+    spec = base_spec.scaled(factors, depth_rounding)
+    macs, params = realized_cost(spec)
+    return ScaledModel(base_spec, scaling, float(phi), factors, spec, params, macs, realized_cost(base_spec)[0])
+
+
+def scale_to_budget(
+    base: str | ModelSpec,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    scaling: CompoundScaling | None = None,
+    depth_rounding: str = "ceil",
+    step: float = 1e-3,
+) -> ScaledModel:
+    """The largest φ whose *realized* architecture fits ``target_macs`` and/or ``target_params``."""
+    scaling = scaling or CompoundScaling()
+    base_spec = model_spec(base)
+
+    def cost(phi: float) -> tuple[int, int]:
+        return realized_cost(base_spec.scaled(scaling.factors(phi), depth_rounding))
+
+    solution = solve_phi(cost, (target_macs, target_params), step=step)
+    return scale(base_spec, solution.phi, scaling, depth_rounding)
+

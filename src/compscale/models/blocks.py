@@ -1,0 +1,160 @@
+"""Building blocks shared by the families: conv+BN+activation, TF "SAME" padding, squeeze-and-excitation,
+stochastic depth and the MBConv block."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"swish": nn.SiLU, "relu6": nn.ReLU6, "relu": nn.ReLU}
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TF "SAME" padding of one side: total = max((⌈x/s⌉−1)·s + (k−1)·dil + 1 − x, 0), extra on the right."""
+    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """A convolution with TF "SAME" padding, which for stride 2 depends on the input size (asymmetric)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ph = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
+        pw = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+        if any(ph) or any(pw):
+            x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def make_conv(
+    in_channels: int,
+    out_channels: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    padding: str = "symmetric",
+) -> nn.Conv2d:
+    """A k×k convolution; SAME padding equals symmetric k//2 at stride 1, so only strided convs pay for it."""
+    if padding == "same" and stride > 1:
+        return Conv2dSame(in_channels, out_channels, kernel, stride, padding=0, groups=groups, bias=bias)
+    return nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, groups=groups, bias=bias)
+
+
+class ConvNormAct(nn.Module):
+    """conv → BatchNorm → activation (``act=None`` for the linear projection of MBConv)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        act: str | None = "swish",
+        padding: str = "symmetric",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.conv = make_conv(in_channels, out_channels, kernel, stride, groups, padding=padding)
+        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.act = ACTIVATIONS[act](inplace=True) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class SqueezeExcitation(nn.Module):
+    """Squeeze-and-excitation (Hu et al.): x · σ(W₂ δ(W₁ GAP(x))), with 1×1 convs for W₁ (reduce), W₂ (expand)."""
+
+    def __init__(self, channels: int, squeeze_channels: int, act: str = "swish") -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze_channels, 1, bias=True)
+        self.act = ACTIVATIONS[act](inplace=True)
+        self.expand = nn.Conv2d(squeeze_channels, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.mean((2, 3), keepdim=True)
+        scale = self.expand(self.act(self.reduce(scale)))
+        return x * scale.sigmoid()
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al.): drop the residual branch per sample with probability p at train
+    time and divide the survivors by 1 − p, as the official TF code does."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.4f}"
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck (MobileNetV2) with optional squeeze-excitation, as used by EfficientNet:
+    1×1 expand (when the ratio > 1) → k×k depthwise → SE → 1×1 linear projection, plus the identity skip
+    when the stride is 1 and the channels do not change."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        expand_ratio: int,
+        se_ratio: float = 0.25,
+        act: str = "swish",
+        padding: str = "symmetric",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        norm = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        mid = in_channels * expand_ratio
+        self.expand = ConvNormAct(in_channels, mid, 1, act=act, **norm) if expand_ratio != 1 else None
+        self.depthwise = ConvNormAct(mid, mid, kernel, stride, groups=mid, act=act, padding=padding, **norm)
+        # The squeeze width follows the block *input* channels (official code), not the expanded ones.
+        self.se = SqueezeExcitation(mid, max(1, int(in_channels * se_ratio)), act) if se_ratio > 0 else None
+        self.project = ConvNormAct(mid, out_channels, 1, act=None, **norm)
+        self.has_skip = stride == 1 and in_channels == out_channels
+        self.drop_path = DropPath(drop_path) if self.has_skip and drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x if self.expand is None else self.expand(x)
+        out = self.depthwise(out)
+        if self.se is not None:
+            out = self.se(out)
+        out = self.project(out)
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+def init_weights_tf(module: nn.Module) -> None:
+    """The official TF initialisation: conv ~ N(0, √(2/fan_out)), dense ~ U(±1/√out), BN γ=1, β=0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            bound = 1.0 / math.sqrt(m.out_features)
+            nn.init.uniform_(m.weight, -bound, bound)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,137 @@
+"""Weights in and out: key maps from other libraries' layouts, and safetensors I/O.
+
+A *layout* is a naming scheme for the same tensors (timm, torchvision, the ``_conv_stem/_blocks.N/_fc``
+layout of the original PyTorch port and the Lite weight packages). Each family registers, per layout, a
+function giving for every key of *our* state dict the key it has in that layout. Loading is strict: the
+first missing, unexpected or mis-shaped key is named in one line. Nothing here unpickles code: safetensors,
+or ``torch.load(weights_only=True)`` for ``.pth`` files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from compscale.errors import UserError
+from compscale.io import atomic_path
+
+KeyMap = Callable[[nn.Module], dict[str, str]]
+_KEY_MAPS: dict[tuple[type, str], KeyMap] = {}
+
+
+def register_key_map(model_type: type, layout: str) -> Callable[[KeyMap], KeyMap]:
+    """Register ``fn(model) -> {our_key: their_key}`` for models of ``model_type`` in ``layout``."""
+
+    def deco(fn: KeyMap) -> KeyMap:
+        _KEY_MAPS[(model_type, layout)] = fn
+        return fn
+
+    return deco
+
+
+def layouts_for(model: nn.Module) -> list[str]:
+    return ["compscale"] + [layout for (t, layout) in _KEY_MAPS if isinstance(model, t)]
+
+
+def _key_map(model: nn.Module, layout: str) -> dict[str, str]:
+    if layout == "compscale":
+        return {k: k for k in model.state_dict()}
+    for (t, name), fn in _KEY_MAPS.items():
+        if name == layout and isinstance(model, t):
+            return fn(model)
+    raise UserError(f"unknown weight layout {layout!r} for {type(model).__name__}; known: {', '.join(layouts_for(model))}")
+
+
+def detect_layout(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
+    """The layout whose key names overlap ``state_dict`` the most."""
+    keys = set(state_dict)
+    best, best_hits = "compscale", -1
+    for layout in layouts_for(model):
+        hits = len(keys & set(_key_map(model, layout).values()))
+        if hits > best_hits:
+            best, best_hits = layout, hits
+    return best
+
+
+def convert_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], layout: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Rename ``state_dict`` from ``layout`` (detected when None) to our keys, checking every key and shape."""
+    layout = layout or detect_layout(model, state_dict)
+    mapping = _key_map(model, layout)
+    ours = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for key, theirs in mapping.items():
+        if theirs not in state_dict:
+            # Some exporters drop BatchNorm's step counter; it does not change the function.
+            if key.endswith("num_batches_tracked"):
+                out[key] = ours[key]
+                continue
+            raise UserError(f"weights do not fit this model ({layout} layout): missing key {theirs!r}")
+        tensor = state_dict[theirs]
+        if tuple(tensor.shape) != tuple(ours[key].shape):
+            raise UserError(
+                f"weights do not fit this model ({layout} layout): {theirs!r} has shape "
+                f"{tuple(tensor.shape)}, the model expects {tuple(ours[key].shape)}"
+            )
+        out[key] = tensor
+    unexpected = sorted(set(state_dict) - set(mapping.values()))
+    if unexpected:
+        raise UserError(f"weights do not fit this model ({layout} layout): unexpected key {unexpected[0]!r}")
+    return out
+
+
+def load_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], layout: str | None = None
+) -> nn.Module:
+    """Load a state dict from any registered layout into ``model``, strictly; returns the model."""
+    model.load_state_dict(convert_state_dict(model, state_dict, layout), strict=True)
+    return model
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors from a ``.safetensors`` file, or a ``.pth``/``.pt`` file loaded with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise UserError(f"{path} is not a readable safetensors file: {err}") from None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path} is not a loadable weights file (only tensors are accepted): {first}") from None
+    if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise UserError(f"{path} does not hold a state dict of tensors")
+    return data
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, layout: str | None = None) -> nn.Module:
+    """Read ``path`` and load it into ``model`` (layout detected unless given)."""
+    return load_state_dict(model, read_state_dict(path), layout)
+
+
+def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write weights as safetensors, atomically. The model's spec goes into the metadata when it has one."""
+    from safetensors.torch import save_file
+
+    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    meta = dict(metadata or {})
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        meta.setdefault("spec", spec.to_json())
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)

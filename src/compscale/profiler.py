@@ -1,0 +1,134 @@
+"""Complexity of any module: parameters, multiply-adds (what the EfficientNet paper calls FLOPs) and
+activations (elements written by conv and linear layers, as pycls counts them).
+
+Counting runs the forward pass on the ``meta`` device: shapes propagate, no memory is allocated, so B7 at
+600 px takes a second. Multiply-adds come from :class:`torch.utils.flop_counter.FlopCounterMode`, which
+reports 2 × MACs for convolutions and matrix products and ignores element-wise ops (BN, activations, the
+SE gate), exactly the convention of the paper's table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.utils.flop_counter import FlopCounterMode
+
+from compscale.errors import UserError
+from compscale.scaling import MIN_RESOLUTION
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    name: str
+    kind: str
+    params: int
+    macs: int
+    activations: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Totals for one model at one input resolution (``layers`` only when asked for)."""
+
+    params: int
+    macs: int
+    activations: int
+    resolution: int
+    layers: tuple[LayerProfile, ...] = field(default=(), repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"params": self.params, "macs": self.macs, "activations": self.activations, "resolution": self.resolution}
+
+
+_COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and buffers as meta tensors of the same shapes, so the real ones are never touched."""
+    state = {n: torch.empty_like(p, device="meta") for n, p in model.named_parameters(remove_duplicate=False)}
+    state.update({n: torch.empty_like(b, device="meta") for n, b in model.named_buffers(remove_duplicate=False)})
+    return state
+
+
+def profile(
+    model: nn.Module | str,
+    resolution: int | tuple[int, int] | None = None,
+    per_layer: bool = False,
+    in_chans: int | None = None,
+) -> Profile:
+    """Count params, multiply-adds and activations of ``model`` for one image of side ``resolution``.
+
+    ``model`` is a module or a registered name (built on the meta device). The resolution defaults to the
+    model spec's. Weights are never read and no activation memory is allocated.
+    """
+    if isinstance(model, str):
+        from compscale.models import create_model
+
+        with torch.device("meta"):
+            model = create_model(model)
+    spec = getattr(model, "spec", None)
+    if resolution is None:
+        if spec is None:
+            raise UserError("give a resolution: this model carries no spec")
+        resolution = spec.resolution
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    for side in (h, w):
+        if int(side) != side or side < MIN_RESOLUTION:
+            raise UserError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {side!r}")
+    if in_chans is None:
+        in_chans = spec.in_chans if spec is not None else _first_conv_in_channels(model)
+
+    params = sum(p.numel() for p in model.parameters())
+    acts: dict[str, int] = {}
+
+    def record(name: str):
+        def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            acts[name] = acts.get(name, 0) + out.numel()
+
+        return hook
+
+    modules = dict(model.named_modules())
+    handles = [m.register_forward_hook(record(n)) for n, m in modules.items() if isinstance(m, _COUNTED)]
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.empty(1, in_chans, int(h), int(w), device="meta")
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            functional_call(model, _meta_state(model), (x,))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+    flops = counter.get_flop_counts()
+    total_macs = sum(flops.get("Global", {}).values()) // 2
+    layers: tuple[LayerProfile, ...] = ()
+    if per_layer:
+        rows = []
+        for name, mod in modules.items():
+            if not isinstance(mod, _COUNTED):
+                continue
+            own = flops.get(f"{type(model).__name__}.{name}", {}) if name else {}
+            rows.append(
+                LayerProfile(
+                    name=name,
+                    kind=type(mod).__name__,
+                    params=sum(p.numel() for p in mod.parameters(recurse=False)),
+                    macs=sum(own.values()) // 2,
+                    activations=acts.get(name, 0),
+                )
+            )
+        layers = tuple(rows)
+    return Profile(params, int(total_macs), sum(acts.values()), int(h) if h == w else (int(h), int(w)), layers)
+
+
+def _first_conv_in_channels(model: nn.Module) -> int:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    raise UserError("cannot tell the input channels of this model; pass in_chans")

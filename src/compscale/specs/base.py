@@ -1,0 +1,90 @@
+"""The spec every family shares: a frozen, JSON-serialisable description of one concrete architecture.
+
+A spec says exactly which network a model is (its per-stage depth and width, its input resolution, its
+head), so a trained model, a search trial or a report row can name its architecture. Specs import no torch:
+the builder in :mod:`compscale.models` turns one into an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from compscale.errors import UserError
+from compscale.scaling import ScaleFactors
+
+_FAMILIES: dict[str, type["ModelSpec"]] = {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """Fields every family has. Subclasses add their own and implement :meth:`scaled`."""
+
+    family: ClassVar[str] = ""
+    #: Nested dataclass fields (name -> type of each element of a tuple), for :meth:`from_dict`.
+    nested: ClassVar[dict[str, type]] = {}
+
+    resolution: int
+    num_classes: int = 1000
+    in_chans: int = 3
+    dropout: float = 0.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.family:
+            _FAMILIES[cls.family] = cls
+
+    def scaled(self, factors: ScaleFactors, depth_rounding: str = "ceil") -> "ModelSpec":
+        """This spec taken as a baseline and scaled in depth, width and resolution."""
+        raise NotImplementedError
+
+    def stage_table(self) -> list[dict[str, Any]]:
+        """One row per stage (at least ``name``, ``repeats``, ``channels``), for reports and the CLI."""
+        raise NotImplementedError
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def _from_fields(cls, data: dict[str, Any]) -> "ModelSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UserError(f"unknown field(s) for a {cls.family} spec: {', '.join(unknown)}")
+        values = dict(data)
+        for name, item_type in cls.nested.items():
+            if name in values:
+                values[name] = tuple(
+                    item if isinstance(item, item_type) else item_type(**item) for item in values[name]
+                )
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise UserError(f"invalid {cls.family} spec: {err}") from None
+
+
+def spec_from_dict(data: dict[str, Any]) -> ModelSpec:
+    """Rebuild a spec written by :meth:`ModelSpec.to_dict` (or read from JSON/YAML)."""
+    if not isinstance(data, dict) or "family" not in data:
+        raise UserError("a model spec must be a mapping with a 'family' key")
+    values = dict(data)
+    family = values.pop("family")
+    if family not in _FAMILIES:
+        raise UserError(f"unknown model family {family!r}; known: {', '.join(sorted(_FAMILIES))}")
+    return _FAMILIES[family]._from_fields(values)
+
+
+def spec_from_json(text: str) -> ModelSpec:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"model spec is not valid JSON: {err}") from None
+    return spec_from_dict(data)

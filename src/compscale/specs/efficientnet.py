@@ -1,0 +1,123 @@
+"""EfficientNet's architecture as data: the paper's Table 1 (the B0 baseline) as typed rows.
+
+Every stage is a stack of MBConv blocks (mobile inverted bottleneck with squeeze-and-excitation). A stage's
+stride and channel change apply to its first block only. Scaling (:meth:`EfficientNetSpec.scaled`) applies
+the official rounding: ``round_filters`` to the stem, every stage and the head; ``ceil`` to the repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from compscale.errors import UserError
+from compscale.scaling import ScaleFactors, round_filters, round_repeats
+from compscale.specs.base import ModelSpec
+
+Padding = Literal["symmetric", "same"]
+Activation = Literal["swish", "relu6", "relu"]
+
+
+@dataclass(frozen=True)
+class MBConvStage:
+    """One row of Table 1: ``repeats`` MBConv blocks with kernel k, expansion ratio and output channels."""
+
+    expand_ratio: int
+    kernel: int
+    stride: int
+    out_channels: int
+    repeats: int
+
+
+#: EfficientNet-B0 (Table 1 of the paper; official ``_DEFAULT_BLOCKS_ARGS``).
+B0_STAGES: tuple[MBConvStage, ...] = (
+    MBConvStage(expand_ratio=1, kernel=3, stride=1, out_channels=16, repeats=1),
+    MBConvStage(expand_ratio=6, kernel=3, stride=2, out_channels=24, repeats=2),
+    MBConvStage(expand_ratio=6, kernel=5, stride=2, out_channels=40, repeats=2),
+    MBConvStage(expand_ratio=6, kernel=3, stride=2, out_channels=80, repeats=3),
+    MBConvStage(expand_ratio=6, kernel=5, stride=1, out_channels=112, repeats=3),
+    MBConvStage(expand_ratio=6, kernel=5, stride=2, out_channels=192, repeats=4),
+    MBConvStage(expand_ratio=6, kernel=3, stride=1, out_channels=320, repeats=1),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EfficientNetSpec(ModelSpec):
+    """A concrete EfficientNet: stem conv3x3/2, the MBConv stages, conv1x1 head, pool, dropout, FC.
+
+    ``se_ratio`` is the squeeze-excitation reduction relative to the *block input* channels (0 disables SE,
+    as in EfficientNet-Lite). ``scale_stem_head=False`` and ``fix_first_last_depth=True`` are Lite's rules.
+    BatchNorm defaults are PyTorch's (momentum 0.1, eps 1e-5); TF's are momentum 0.01, eps 1e-3.
+    """
+
+    family = "efficientnet"
+    nested = {"stages": MBConvStage}
+
+    stages: tuple[MBConvStage, ...] = B0_STAGES
+    stem_channels: int = 32
+    head_channels: int = 1280
+    resolution: int = 224
+    dropout: float = 0.2
+    drop_path_rate: float = 0.2
+    se_ratio: float = 0.25
+    activation: Activation = "swish"
+    padding: Padding = "symmetric"
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    scale_stem_head: bool = True
+    fix_first_last_depth: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise UserError("an EfficientNet needs at least one stage")
+        if self.activation not in ("swish", "relu6", "relu"):
+            raise UserError(f"unknown activation {self.activation!r}; use swish, relu6 or relu")
+        if self.padding not in ("symmetric", "same"):
+            raise UserError(f"unknown padding {self.padding!r}; use symmetric or same")
+        for stage in self.stages:
+            if stage.repeats < 1 or stage.out_channels < 1 or stage.kernel % 2 != 1 or stage.stride not in (1, 2):
+                raise UserError(f"invalid stage {stage}")
+
+    @property
+    def total_blocks(self) -> int:
+        return sum(s.repeats for s in self.stages)
+
+    def scaled(self, factors: ScaleFactors, depth_rounding: str = "ceil") -> "EfficientNetSpec":
+        """Scale this baseline: channels by w (``round_filters``), repeats by d (``ceil``), side by r."""
+        last = len(self.stages) - 1
+        stages = []
+        for i, stage in enumerate(self.stages):
+            fixed_depth = self.fix_first_last_depth and i in (0, last)
+            stages.append(
+                MBConvStage(
+                    expand_ratio=stage.expand_ratio,
+                    kernel=stage.kernel,
+                    stride=stage.stride,
+                    out_channels=round_filters(stage.out_channels, factors.width),
+                    repeats=stage.repeats if fixed_depth else round_repeats(stage.repeats, factors.depth, depth_rounding),
+                )
+            )
+        scale_edge = self.scale_stem_head
+        return self.replace(
+            stages=tuple(stages),
+            stem_channels=round_filters(self.stem_channels, factors.width) if scale_edge else self.stem_channels,
+            head_channels=round_filters(self.head_channels, factors.width) if scale_edge else self.head_channels,
+            resolution=factors.resolve_resolution(self.resolution),
+            dropout=self.dropout if factors.dropout is None else factors.dropout,
+        )
+
+    def stage_table(self) -> list[dict[str, Any]]:
+        rows = [{"name": "stem", "op": "conv3x3", "kernel": 3, "stride": 2, "repeats": 1, "channels": self.stem_channels}]
+        for i, s in enumerate(self.stages, start=1):
+            rows.append(
+                {
+                    "name": f"stage{i}",
+                    "op": f"MBConv{s.expand_ratio}",
+                    "kernel": s.kernel,
+                    "stride": s.stride,
+                    "repeats": s.repeats,
+                    "channels": s.out_channels,
+                }
+            )
+        rows.append({"name": "head", "op": "conv1x1", "kernel": 1, "stride": 1, "repeats": 1, "channels": self.head_channels})
+        return rows
