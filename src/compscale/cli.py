@@ -4,15 +4,18 @@ and exit status 2; the library itself never prints."""
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import re
+import importlib
 import sys
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 from compscale.errors import UserError
 
 EXIT_USER_ERROR = 2
+
+#: Each module defines ``register(subparsers)`` adding its commands; commands import their work lazily.
+COMMAND_MODULES = [
+    "compscale.commands.core",
+]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,191 +25,11 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def parse_amount(text: str) -> float:
-    """A count such as ``4e9``, ``400M``, ``1.5G`` or ``5,288,548``."""
-    m = re.fullmatch(r"\s*([0-9][0-9_,]*\.?[0-9]*(?:[eE][-+]?[0-9]+)?)\s*([kKmMgGbBtT]?)\s*", str(text))
-    if not m:
-        raise argparse.ArgumentTypeError(f"not an amount: {text!r} (e.g. 4e9, 400M, 1.5G)")
-    value = float(m.group(1).replace(",", "").replace("_", ""))
-    value *= {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}[m.group(2).lower()]
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite: {text!r}")
-    return value
-
-
-def _fmt_count(n: float | None, unit: float = 1e6, digits: int = 2, suffix: str = "M") -> str:
-    return "-" if n is None else f"{n / unit:.{digits}f}{suffix}"
-
-
-def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, Callable[[Any], str]]]) -> str:
-    """Rows as an aligned text table; ``columns`` are (key, header, formatter)."""
-    cells = [[h for _, h, _ in columns]] + [[fmt(r.get(k)) for k, _, fmt in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths))) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-# --- commands -----------------------------------------------------------------------------------------
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from compscale.compound import realized_cost
-    from compscale.models import list_models, model_spec
-    from compscale.models.registry import model_entry
-
-    rows = []
-    for name in list_models(args.pattern):
-        spec = model_spec(name)
-        macs, params = realized_cost(spec)
-        rows.append({"model": name, "family": spec.family, "resolution": spec.resolution, "params": params,
-                     "macs": macs, "description": model_entry(name).description})
-    if args.pattern and not rows:
-        raise UserError(f"no model matches {args.pattern!r}")
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(render_table(rows, [("model", "model", str), ("family", "family", str), ("resolution", "res", str),
-                                  ("params", "params", _fmt_count), ("macs", "MACs", lambda v: _fmt_count(v, 1e9, 3, "G"))]))
-    return 0
-
-
-def cmd_profile(args: argparse.Namespace) -> int:
-    import torch
-
-    from compscale.models import create_model
-    from compscale.profiler import profile
-
-    with torch.device("meta"):
-        model = create_model(args.model)
-    p = profile(model, args.resolution, per_layer=args.per_layer)
-    out = {"model": args.model, **p.as_dict()}
-    if args.per_layer:
-        out["layers"] = [vars(layer) for layer in p.layers]
-    if args.json:
-        print(json.dumps(out, indent=2 if args.per_layer else None))
-        return 0
-    print(f"{args.model} at {p.resolution}px: {p.params:,} params, {p.macs:,} multiply-adds "
-          f"({p.macs / 1e9:.3f}G), {p.activations:,} activations")
-    if args.per_layer:
-        print(render_table([vars(layer) for layer in p.layers], [("name", "layer", str), ("kind", "kind", str),
-              ("params", "params", lambda v: f"{v:,}"), ("macs", "MACs", lambda v: f"{v:,}"),
-              ("activations", "acts", lambda v: f"{v:,}")]))
-    return 0
-
-
-def _scaling_from_args(args: argparse.Namespace):
-    from compscale.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, CompoundScaling
-
-    given = [v is not None for v in (args.alpha, args.beta, args.gamma)]
-    if any(given) and not all(given):
-        raise UserError("give all of --alpha, --beta and --gamma, or none (the paper's 1.2/1.1/1.15)")
-    return CompoundScaling(
-        alpha=PAPER_ALPHA if args.alpha is None else args.alpha,
-        beta=PAPER_BETA if args.beta is None else args.beta,
-        gamma=PAPER_GAMMA if args.gamma is None else args.gamma,
-        tolerance=args.tolerance,
-        enforce_constraint=not args.no_constraint,
-    )
-
-
-def cmd_scale(args: argparse.Namespace) -> int:
-    from compscale.compound import scale, scale_to_budget
-
-    has_target = args.target_macs is not None or args.target_params is not None
-    if (args.phi is None) == (not has_target):
-        raise UserError("give either --phi or a budget (--target-macs and/or --target-params)")
-    scaling = _scaling_from_args(args)
-    if args.phi is not None:
-        result = scale(args.base, args.phi, scaling, args.depth_rounding)
-    else:
-        result = scale_to_budget(args.base, args.target_macs, args.target_params, scaling, args.depth_rounding)
-    out = {"base": args.base, **result.as_dict()}
-    if args.json:
-        print(json.dumps(out, indent=2))
-        return 0
-    s = result.scaling
-    print(f"{args.base} scaled with alpha={s.alpha:g} beta={s.beta:g} gamma={s.gamma:g} "
-          f"(alpha*beta^2*gamma^2 = {s.flops_factor:.4f}), phi = {result.phi:.4f}")
-    print(f"depth x{result.factors.depth:.4f}  width x{result.factors.width:.4f}  "
-          f"resolution x{result.factors.resolution_mult:.4f} -> {result.spec.resolution}px")
-    print(render_table(result.spec.stage_table(), [("name", "stage", str), ("op", "op", str), ("kernel", "k", str),
-                                                   ("stride", "s", str), ("repeats", "repeats", str), ("channels", "channels", str)]))
-    print(f"params {result.params:,}   multiply-adds {result.macs:,} ({result.macs / 1e9:.3f}G)")
-    print(f"multiply-adds vs baseline: realized {result.macs_ratio:.3f}x, nominal (alpha*beta^2*gamma^2)^phi "
-          f"{s.nominal_flops_ratio(result.phi):.3f}x")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from compscale.analysis.family import formula_rows, official_rows
-
-    official, formula = official_rows(), formula_rows()
-    if args.json:
-        print(json.dumps({"official": official, "formula": formula}, indent=2))
-        return 0
-    pct = lambda v: f"{v * 100:+.1f}%"  # noqa: E731
-    print("EfficientNet B0..B7, official coefficients, measured here vs the paper (FLOPs = multiply-adds)\n")
-    print(render_table(official, [
-        ("model", "model", str), ("width", "w", str), ("depth", "d", str), ("resolution", "res", str),
-        ("dropout", "drop", str), ("blocks", "blocks", str), ("params", "params", _fmt_count),
-        ("paper_params", "paper", lambda v: _fmt_count(v, 1e6, 1)), ("params_dev", "dev", pct),
-        ("macs", "MACs", lambda v: _fmt_count(v, 1e9, 3, "G")), ("paper_macs", "paper", lambda v: _fmt_count(v, 1e9, 2, "B")),
-        ("macs_dev", "dev", pct), ("macs_ratio", "x B0", lambda v: f"{v:.2f}x")]))
-    print("\nFormula mode: B0 scaled by phi with alpha=1.2 beta=1.1 gamma=1.15 (nominal FLOPs ratio 1.92^phi)\n")
-    print(render_table(formula, [
-        ("phi", "phi", lambda v: f"{v:g}"), ("depth_multiplier", "d", lambda v: f"{v:.3f}"),
-        ("width_multiplier", "w", lambda v: f"{v:.3f}"), ("resolution", "res", str), ("blocks", "blocks", str),
-        ("params", "params", _fmt_count), ("macs", "MACs", lambda v: _fmt_count(v, 1e9, 3, "G")),
-        ("nominal_ratio", "nominal", lambda v: f"{v:.2f}x"), ("realized_ratio", "realized", lambda v: f"{v:.2f}x")]))
-    print("\nThe released B1..B7 are not alpha^phi for integer phi; and ceil rounding of the repeats makes the realized"
-          "\nFLOPs ratio differ from the nominal one (at phi=1: 16 blocks become 23).")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="compscale", description="Compound model scaling of convolutional networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    p = sub.add_parser("models", help="list the registered models with their params and multiply-adds")
-    p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'efficientnet_b*'")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("profile", help="count params, multiply-adds and activations of a model")
-    p.add_argument("model")
-    p.add_argument("--resolution", type=int, help="input side in pixels (default: the model's)")
-    p.add_argument("--per-layer", action="store_true")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_profile)
-
-    p = sub.add_parser("scale", help="compound-scale a baseline by phi or to a budget")
-    p.add_argument("--base", default="efficientnet_b0")
-    p.add_argument("--alpha", type=finite_float)
-    p.add_argument("--beta", type=finite_float)
-    p.add_argument("--gamma", type=finite_float)
-    p.add_argument("--tolerance", type=finite_float, default=0.1, help="allowed |alpha*beta^2*gamma^2 - 2|")
-    p.add_argument("--no-constraint", action="store_true", help="do not require alpha*beta^2*gamma^2 ~ 2")
-    p.add_argument("--depth-rounding", choices=("ceil", "round"), default="ceil")
-    p.add_argument("--phi", type=finite_float, help="compound coefficient (any real; negative shrinks)")
-    p.add_argument("--target-macs", type=parse_amount, help="budget in multiply-adds, e.g. 1G")
-    p.add_argument("--target-params", type=parse_amount, help="budget in parameters, e.g. 10M")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_scale)
-
-    p = sub.add_parser("demo", help="the main job: the EfficientNet family table, official and formula mode")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_demo)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 

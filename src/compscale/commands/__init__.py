@@ -1,0 +1,1 @@
+"""The ``compscale`` subcommands, one module per area; :data:`compscale.cli.COMMAND_MODULES` lists them."""
