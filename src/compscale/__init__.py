@@ -34,6 +34,8 @@ _EXPORTS = {
     "load_state_dict": "compscale.models.weights",
     "save_weights": "compscale.models.weights",
     "spec_from_dict": "compscale.specs",
+    "pretrained": "compscale.pretrained",
+    "activation_map": "compscale.analysis.cam",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

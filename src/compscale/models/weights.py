@@ -135,3 +135,37 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.P
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a safetensors file (empty for other formats)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable safetensors file: {err}") from None
+
+
+def model_from_weights(path: str | os.PathLike, name: str | None = None) -> nn.Module:
+    """Build the model a weights file was saved from (its spec is in compscale's safetensors metadata) and
+    load it; for other files, build ``name`` and load strictly. The model is returned in eval mode."""
+    from compscale.models.registry import build_model, create_model, model_spec
+    from compscale.specs import spec_from_json
+
+    meta = read_metadata(path)
+    if "spec" in meta:
+        spec = spec_from_json(meta["spec"])
+        if name is not None and model_spec(name).family != spec.family:
+            raise UserError(f"{path} holds a {spec.family} model, not {name}")
+        model = build_model(spec)
+    elif name is not None:
+        model = create_model(name)
+    else:
+        raise UserError(f"{path} does not say which model it holds; name the model")
+    load_weights(model, path)
+    return model.eval()
