@@ -6,10 +6,13 @@ import time
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from compscale import create_model, profile
 from compscale.errors import UserError
+from compscale.specs import EfficientNetSpec, MBConvStage
 
 
 def test_hand_computed_network():
@@ -57,3 +60,33 @@ def test_real_model_is_untouched_and_b7_is_fast():
 def test_bad_resolution():
     with pytest.raises(UserError, match=">= 32"):
         profile("efficientnet_b0", 16)
+
+
+stage_st = st.builds(
+    MBConvStage,
+    expand_ratio=st.sampled_from([1, 3, 6]),
+    kernel=st.sampled_from([3, 5]),
+    stride=st.sampled_from([1, 2]),
+    out_channels=st.integers(1, 6).map(lambda k: 8 * k),
+    repeats=st.integers(1, 3),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    stages=st.lists(stage_st, min_size=1, max_size=4).map(tuple),
+    resolution=st.integers(32, 97),
+    se_ratio=st.sampled_from([0.0, 0.25]),
+    padding=st.sampled_from(["symmetric", "same"]),
+    in_chans=st.sampled_from([1, 3]),
+    num_classes=st.integers(2, 12),
+)
+def test_spec_complexity_equals_profile_of_built_model(stages, resolution, se_ratio, padding, in_chans, num_classes):
+    """The pure-Python count used by budget solving and search must equal the meta-device profile."""
+    spec = EfficientNetSpec(stages=stages, stem_channels=16, head_channels=64, resolution=resolution, se_ratio=se_ratio,
+                            padding=padding, in_chans=in_chans, num_classes=num_classes)
+    with torch.device("meta"):
+        model = create_model(spec)
+    p = profile(model)
+    c = spec.complexity()
+    assert (c.macs, c.params, c.activations) == (p.macs, p.params, p.activations)

@@ -59,7 +59,13 @@ class ScaledModel:
 
 @lru_cache(maxsize=4096)
 def realized_cost(spec: ModelSpec) -> tuple[int, int]:
-    """(multiply-adds, params) of a concrete spec at its own resolution, counted on the meta device."""
+    """(multiply-adds, params) of a concrete spec at its own resolution: from the spec's exact
+    :meth:`~compscale.specs.ModelSpec.complexity` when the family has one, else counted on the meta device."""
+    try:
+        c = spec.complexity()
+        return c.macs, c.params
+    except NotImplementedError:
+        pass
     with torch.device("meta"):
         model = build_model(spec)
     p = profile(model, spec.resolution)

@@ -18,6 +18,34 @@ from compscale.scaling import ScaleFactors
 _FAMILIES: dict[str, type["ModelSpec"]] = {}
 
 
+@dataclass(frozen=True)
+class Complexity:
+    """Counts of one network at its resolution: multiply-adds, parameters, conv/linear output elements."""
+
+    macs: int = 0
+    params: int = 0
+    activations: int = 0
+
+    def __add__(self, other: "Complexity") -> "Complexity":
+        return Complexity(self.macs + other.macs, self.params + other.params, self.activations + other.activations)
+
+
+def conv_complexity(c_in: int, c_out: int, kernel: int, h_out: int, w_out: int, groups: int = 1,
+                    bias: bool = False) -> Complexity:
+    """A k×k convolution producing c_out × h_out × w_out: k²·(c_in/g)·c_out MACs per output position."""
+    per_position = kernel * kernel * (c_in // groups) * c_out
+    return Complexity(per_position * h_out * w_out, per_position + (c_out if bias else 0), c_out * h_out * w_out)
+
+
+def linear_complexity(c_in: int, c_out: int, bias: bool = True) -> Complexity:
+    return Complexity(c_in * c_out, c_in * c_out + (c_out if bias else 0), c_out)
+
+
+def bn_complexity(channels: int) -> Complexity:
+    """BatchNorm: 2·C affine parameters; its arithmetic is element-wise and not counted (as in the paper)."""
+    return Complexity(0, 2 * channels, 0)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """Fields every family has. Subclasses add their own and implement :meth:`scaled`."""
@@ -38,6 +66,11 @@ class ModelSpec:
 
     def scaled(self, factors: ScaleFactors, depth_rounding: str = "ceil") -> "ModelSpec":
         """This spec taken as a baseline and scaled in depth, width and resolution."""
+        raise NotImplementedError
+
+    def complexity(self) -> "Complexity":
+        """Exact (multiply-adds, params, activations) computed from the spec alone, pycls-style, when the
+        family implements it (it must equal :func:`compscale.profile` of the built model)."""
         raise NotImplementedError
 
     def stage_table(self) -> list[dict[str, Any]]:
