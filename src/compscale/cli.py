@@ -15,7 +15,9 @@ EXIT_USER_ERROR = 2
 #: Each module defines ``register(subparsers)`` adding its commands; commands import their work lazily.
 COMMAND_MODULES = [
     "compscale.commands.core",
+    "compscale.commands.families",
     "compscale.commands.vision",
+    "compscale.commands.table",
 ]
 
 

@@ -7,11 +7,12 @@ budget constrains and what the paper's "FLOPs ≈ 2^φ" only approximates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 
 import torch
 
+from compscale.errors import UserError
 from compscale.models import build_model, model_spec
 from compscale.profiler import profile
 from compscale.scaling import CompoundScaling, ScaleFactors, solve_phi
@@ -46,6 +47,8 @@ class ScaledModel:
             "depth_multiplier": self.factors.depth,
             "width_multiplier": self.factors.width,
             "resolution_multiplier": self.factors.resolution_mult,
+            "delta": self.scaling.delta,
+            "cardinality_multiplier": self.factors.cardinality,
             "resolution": self.spec.resolution,
             "params": self.params,
             "macs": self.macs,
@@ -55,6 +58,12 @@ class ScaledModel:
             "stages": self.spec.stage_table(),
             "spec": self.spec.to_dict(),
         }
+
+
+def _check_cardinality(spec: ModelSpec, scaling: CompoundScaling) -> None:
+    """δ scales ResNeXt's groups; on a family without them it would silently do nothing."""
+    if scaling.delta != 1.0 and "cardinality" not in {f.name for f in fields(spec)}:
+        raise UserError(f"delta scales the cardinality (ResNeXt groups); {spec.family} models have none")
 
 
 @lru_cache(maxsize=4096)
@@ -81,6 +90,7 @@ def scale(
     """Scale ``base`` (a registered name or a spec) by compound coefficient φ and measure the result."""
     scaling = scaling or CompoundScaling()
     base_spec = model_spec(base)
+    _check_cardinality(base_spec, scaling)
     factors = scaling.factors(phi)
     spec = base_spec.scaled(factors, depth_rounding)
     macs, params = realized_cost(spec)
@@ -98,6 +108,7 @@ def scale_to_budget(
     """The largest φ whose *realized* architecture fits ``target_macs`` and/or ``target_params``."""
     scaling = scaling or CompoundScaling()
     base_spec = model_spec(base)
+    _check_cardinality(base_spec, scaling)
 
     def cost(phi: float) -> tuple[int, int]:
         return realized_cost(base_spec.scaled(scaling.factors(phi), depth_rounding))

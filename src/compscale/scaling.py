@@ -15,6 +15,12 @@ Two modes are public:
 * **formula** — :class:`CompoundScaling` maps (α, β, γ, φ) to :class:`ScaleFactors`;
 * **official table** — :data:`EFFICIENTNET_COEFFICIENTS` holds the released B0..B7 (and Lite) multipliers,
   which are *not* α^φ for integer φ (B1 ≈ φ 0.5, B2 ≈ φ 1, B7 ≈ φ 7).
+
+Cardinality (ResNeXt, Xie et al. 2017) is an optional fourth dimension, c = δ^φ, with δ = 1 by default so
+that nothing changes for the three-dimensional rule. The constraint becomes α·β²·γ²·δ ≈ 2 because, at a
+fixed group width d, a ResNeXt bottleneck's multiply-adds grow *linearly* in the cardinality C: the 1×1
+convolutions cost H·W·C_in·(d·C) and H·W·(d·C)·C_out, and the grouped 3×3 costs H·W·9·d·(d·C) (each of the
+C groups sees only d input channels). So multiplying C by c multiplies the blocks' FLOPs by c, not c².
 """
 
 from __future__ import annotations
@@ -72,6 +78,11 @@ def round_repeats(repeats: int, depth: float, mode: DepthRounding = "ceil") -> i
     return max(1, int(value))
 
 
+def round_cardinality(cardinality: int, multiplier: float) -> int:
+    """Groups of a ResNeXt block after cardinality scaling by c: the nearest integer, at least one."""
+    return max(1, int(math.floor(cardinality * multiplier + 0.5)))
+
+
 def round_resolution(resolution: int, multiplier: float) -> int:
     """Input side after resolution scaling by r: the nearest integer, at least 32 pixels."""
     return max(MIN_RESOLUTION, int(math.floor(resolution * multiplier + 0.5)))
@@ -81,6 +92,7 @@ def round_resolution(resolution: int, multiplier: float) -> int:
 class ScaleFactors:
     """The three multipliers applied to a baseline: depth d, width w, and the resolution (in pixels when
     ``resolution`` is given as an absolute side, else None to multiply the baseline's by ``resolution_mult``).
+    ``cardinality`` is the optional fourth multiplier c (ResNeXt groups); families without groups ignore it.
     """
 
     depth: float = 1.0
@@ -88,6 +100,7 @@ class ScaleFactors:
     resolution_mult: float = 1.0
     resolution: int | None = None
     dropout: float | None = None
+    cardinality: float = 1.0
 
     def resolve_resolution(self, base_resolution: int) -> int:
         if self.resolution is not None:
@@ -97,10 +110,12 @@ class ScaleFactors:
 
 @dataclass(frozen=True)
 class CompoundScaling:
-    """The compound scaling rule d = α^φ, w = β^φ, r = γ^φ (paper Eq. 3).
+    """The compound scaling rule d = α^φ, w = β^φ, r = γ^φ (paper Eq. 3), and optionally c = δ^φ.
 
-    ``tolerance`` bounds |α·β²·γ² − target|; ``enforce_constraint=False`` lets an expert explore
-    coefficients off the constraint (α, β, γ ≥ 1 is always required).
+    ``tolerance`` bounds |α·β²·γ²·δ − target|; ``enforce_constraint=False`` lets an expert explore
+    coefficients off the constraint (α, β, γ, δ ≥ 1 is always required). ``delta`` scales the cardinality
+    of ResNeXt blocks; it enters the constraint to the first power because at a fixed group width a
+    grouped bottleneck's FLOPs are linear in the number of groups (see the module docstring).
     """
 
     alpha: float = PAPER_ALPHA
@@ -109,34 +124,42 @@ class CompoundScaling:
     target: float = 2.0
     tolerance: float = 0.1
     enforce_constraint: bool = True
+    delta: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "beta", "gamma", "target", "tolerance"):
+        for name in ("alpha", "beta", "gamma", "delta", "target", "tolerance"):
             object.__setattr__(self, name, _finite(name, getattr(self, name)))
-        for name in ("alpha", "beta", "gamma"):
+        for name in ("alpha", "beta", "gamma", "delta"):
             if getattr(self, name) < 1.0:
                 raise UserError(f"{name} must be >= 1 (the paper's constraint), got {getattr(self, name):g}")
         if self.tolerance <= 0:
             raise UserError(f"tolerance must be > 0, got {self.tolerance:g}")
         if self.enforce_constraint and abs(self.flops_factor - self.target) > self.tolerance:
             raise UserError(
-                f"alpha*beta^2*gamma^2 = {self.flops_factor:.4f} is not within {self.target:g} ± "
+                f"{self.constraint_name} = {self.flops_factor:.4f} is not within {self.target:g} ± "
                 f"{self.tolerance:g} (use a wider tolerance or turn the constraint off)"
             )
 
     @property
+    def constraint_name(self) -> str:
+        """The constrained product as text: with δ only when cardinality is scaled."""
+        return "alpha*beta^2*gamma^2" + ("*delta" if self.delta != 1.0 else "")
+
+    @property
     def flops_factor(self) -> float:
-        """α·β²·γ²: the nominal growth of FLOPs per unit of φ."""
-        return self.alpha * self.beta**2 * self.gamma**2
+        """α·β²·γ²·δ: the nominal growth of FLOPs per unit of φ (δ = 1 unless cardinality is scaled)."""
+        return self.alpha * self.beta**2 * self.gamma**2 * self.delta
 
     def nominal_flops_ratio(self, phi: float) -> float:
         """(α·β²·γ²)^φ: the FLOPs ratio before any rounding."""
         return self.flops_factor ** _finite("phi", phi)
 
     def factors(self, phi: float) -> ScaleFactors:
-        """The multipliers (α^φ, β^φ, γ^φ) for compound coefficient φ (any real; negative shrinks)."""
+        """The multipliers (α^φ, β^φ, γ^φ, δ^φ) for compound coefficient φ (any real; negative shrinks)."""
         phi = _finite("phi", phi)
-        return ScaleFactors(depth=self.alpha**phi, width=self.beta**phi, resolution_mult=self.gamma**phi)
+        return ScaleFactors(
+            depth=self.alpha**phi, width=self.beta**phi, resolution_mult=self.gamma**phi, cardinality=self.delta**phi
+        )
 
 
 @dataclass(frozen=True)

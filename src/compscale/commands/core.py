@@ -66,6 +66,7 @@ def _scaling_from_args(args: argparse.Namespace):
         gamma=PAPER_GAMMA if args.gamma is None else args.gamma,
         tolerance=args.tolerance,
         enforce_constraint=not args.no_constraint,
+        delta=1.0 if getattr(args, "delta", None) is None else args.delta,
     )
 
 
@@ -85,14 +86,16 @@ def cmd_scale(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     s = result.scaling
-    print(f"{args.base} scaled with alpha={s.alpha:g} beta={s.beta:g} gamma={s.gamma:g} "
-          f"(alpha*beta^2*gamma^2 = {s.flops_factor:.4f}), phi = {result.phi:.4f}")
+    delta = f" delta={s.delta:g}" if s.delta != 1.0 else ""
+    print(f"{args.base} scaled with alpha={s.alpha:g} beta={s.beta:g} gamma={s.gamma:g}{delta} "
+          f"({s.constraint_name} = {s.flops_factor:.4f}), phi = {result.phi:.4f}")
+    cardinality = f"  cardinality x{result.factors.cardinality:.4f}" if s.delta != 1.0 else ""
     print(f"depth x{result.factors.depth:.4f}  width x{result.factors.width:.4f}  "
-          f"resolution x{result.factors.resolution_mult:.4f} -> {result.spec.resolution}px")
+          f"resolution x{result.factors.resolution_mult:.4f} -> {result.spec.resolution}px{cardinality}")
     print(render_table(result.spec.stage_table(), [("name", "stage", str), ("op", "op", str), ("kernel", "k", str),
                                                    ("stride", "s", str), ("repeats", "repeats", str), ("channels", "channels", str)]))
     print(f"params {result.params:,}   multiply-adds {result.macs:,} ({result.macs / 1e9:.3f}G)")
-    print(f"multiply-adds vs baseline: realized {result.macs_ratio:.3f}x, nominal (alpha*beta^2*gamma^2)^phi "
+    print(f"multiply-adds vs baseline: realized {result.macs_ratio:.3f}x, nominal ({s.constraint_name})^phi "
           f"{s.nominal_flops_ratio(result.phi):.3f}x")
     return 0
 
@@ -142,6 +145,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=finite_float)
     p.add_argument("--beta", type=finite_float)
     p.add_argument("--gamma", type=finite_float)
+    p.add_argument("--delta", type=finite_float,
+                   help="cardinality coefficient (ResNeXt): C x delta^phi; the constraint becomes "
+                        "alpha*beta^2*gamma^2*delta ~ 2 (grouped-conv FLOPs are linear in C at a fixed group width)")
     p.add_argument("--tolerance", type=finite_float, default=0.1, help="allowed |alpha*beta^2*gamma^2 - 2|")
     p.add_argument("--no-constraint", action="store_true", help="do not require alpha*beta^2*gamma^2 ~ 2")
     p.add_argument("--depth-rounding", choices=("ceil", "round"), default="ceil")

@@ -1,0 +1,170 @@
+"""ResNet and ResNeXt as data: bottleneck stages with depth L, planes p, cardinality C and base width.
+
+A bottleneck block is 1×1 (reduce) → 3×3 (transform, the stride lives here: "ResNet V1.5" as torchvision
+and timm build it) → 1×1 (expand to ``planes × expansion``), plus the identity or a 1×1 projection shortcut.
+Its inner width follows the ResNeXt paper (Xie et al., 2017, Table 1 and the torchvision/timm code)::
+
+    d = ⌊p · base_width / 64⌋      (the width of one of the C paths, the "group width")
+    bottleneck width = d · C
+
+so ResNet-50 is (C, base_width) = (1, 64) and ResNeXt-50 32×4d is (32, 4). ``aggregation`` chooses how the
+aggregated transformation F(x) = Σ_{i=1..C} T_i(x) is built: ``"grouped"`` (one grouped 3×3 convolution,
+the fast form every library uses) or ``"paths"`` (C explicit parallel paths; the same function).
+
+Compound scaling (:meth:`ResNetSpec.scaled`) multiplies every stage's repeats by d (``round_repeats``), the
+planes and the stem by w (``round_filters``, so d = ⌊p·base_width/64⌋ grows with w as well), the input side
+by r, and, as an optional fourth dimension, the cardinality C by c (``round_cardinality``) at a fixed group
+width, which multiplies the blocks' multiply-adds by c.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from compscale.errors import UserError
+from compscale.scaling import MIN_RESOLUTION, ScaleFactors, round_cardinality, round_filters, round_repeats
+from compscale.specs.base import ModelSpec
+
+Aggregation = Literal["grouped", "paths"]
+AGGREGATIONS = ("grouped", "paths")
+
+#: The planes (bottleneck "p") of the four stages of every ImageNet ResNet, and their strides.
+RESNET_PLANES = (64, 128, 256, 512)
+RESNET_STRIDES = (1, 2, 2, 2)
+
+
+@dataclass(frozen=True)
+class ResNetStage:
+    """One stage (``layer1``..``layer4``): ``repeats`` bottleneck blocks with ``planes``; the first block
+    carries the stride and the projection shortcut."""
+
+    repeats: int
+    planes: int
+    stride: int
+
+
+def resnet_stages(layers: tuple[int, ...] | list[int]) -> tuple[ResNetStage, ...]:
+    """The four ImageNet stages with the given repeats, e.g. (3, 4, 6, 3) for ResNet-50."""
+    layers = tuple(layers)
+    if len(layers) != len(RESNET_PLANES):
+        raise UserError(f"give {len(RESNET_PLANES)} stage depths (e.g. 3,4,6,3), got {len(layers)}")
+    return tuple(ResNetStage(int(r), p, s) for r, p, s in zip(layers, RESNET_PLANES, RESNET_STRIDES))
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResNetSpec(ModelSpec):
+    """A concrete ResNet / ResNeXt: stem conv7×7/2 + max-pool/2, bottleneck stages, pool, dropout, FC.
+
+    BatchNorm defaults are PyTorch's (momentum 0.1, eps 1e-5), as in timm and torchvision. ``zero_init_last``
+    starts each block's last BN at γ = 0 (timm's default; Goyal et al. 2017), so a new block is the identity.
+    """
+
+    family = "resnet"
+    nested = {"stages": ResNetStage}
+
+    stages: tuple[ResNetStage, ...] = resnet_stages((3, 4, 6, 3))
+    cardinality: int = 1
+    base_width: int = 64
+    expansion: int = 4
+    stem_channels: int = 64
+    aggregation: Aggregation = "grouped"
+    resolution: int = 224
+    dropout: float = 0.0
+    drop_path_rate: float = 0.0
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    zero_init_last: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise UserError("a ResNet needs at least one stage")
+        for name in ("cardinality", "base_width", "expansion", "stem_channels", "resolution"):
+            _positive_int(name, getattr(self, name))
+        if self.resolution < MIN_RESOLUTION:
+            raise UserError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {self.resolution}")
+        if self.aggregation not in AGGREGATIONS:
+            raise UserError(f"unknown aggregation {self.aggregation!r}; use grouped or paths")
+        for stage in self.stages:
+            if not isinstance(stage, ResNetStage):
+                raise UserError(f"invalid stage {stage!r}")
+            _positive_int("stage repeats", stage.repeats)
+            _positive_int("stage planes", stage.planes)
+            if stage.stride not in (1, 2):
+                raise UserError(f"stage stride must be 1 or 2, got {stage.stride!r}")
+            if self.group_width(stage) < 1:
+                raise UserError(
+                    f"planes {stage.planes} with base_width {self.base_width} give a group width of 0 "
+                    "(floor(planes * base_width / 64) must be >= 1)"
+                )
+
+    # --- the ResNeXt width rule ------------------------------------------------------------------------
+    def group_width(self, stage: ResNetStage) -> int:
+        """d = ⌊p · base_width / 64⌋: the width of one path of the aggregated transformation."""
+        return int(math.floor(stage.planes * self.base_width / 64))
+
+    def bottleneck_width(self, stage: ResNetStage) -> int:
+        """d · C: the channels of the 3×3 (grouped) convolution."""
+        return self.group_width(stage) * self.cardinality
+
+    def out_channels(self, stage: ResNetStage) -> int:
+        return stage.planes * self.expansion
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(s.repeats for s in self.stages)
+
+    @property
+    def total_blocks(self) -> int:
+        return sum(self.layers)
+
+    @property
+    def num_features(self) -> int:
+        return self.out_channels(self.stages[-1])
+
+    # --- compound scaling ------------------------------------------------------------------------------
+    def scaled(self, factors: ScaleFactors, depth_rounding: str = "ceil") -> "ResNetSpec":
+        """Scale this baseline: repeats by d (``round_repeats``), planes and stem by w (``round_filters``),
+        the side by r, and the cardinality by c (``round_cardinality``; group width d kept)."""
+        stages = tuple(
+            ResNetStage(
+                repeats=round_repeats(s.repeats, factors.depth, depth_rounding),
+                planes=round_filters(s.planes, factors.width),
+                stride=s.stride,
+            )
+            for s in self.stages
+        )
+        return self.replace(
+            stages=stages,
+            stem_channels=round_filters(self.stem_channels, factors.width),
+            cardinality=round_cardinality(self.cardinality, factors.cardinality),
+            resolution=factors.resolve_resolution(self.resolution),
+            dropout=self.dropout if factors.dropout is None else factors.dropout,
+        )
+
+    def stage_table(self) -> list[dict[str, Any]]:
+        rows = [{"name": "stem", "op": "conv7x7+maxpool", "kernel": 7, "stride": 4, "repeats": 1,
+                 "channels": self.stem_channels}]
+        for i, s in enumerate(self.stages, start=1):
+            d = self.group_width(s)
+            op = "bottleneck" if self.cardinality == 1 else f"bottleneck {self.cardinality}x{d}d"
+            rows.append({"name": f"stage{i}", "op": op, "kernel": 3, "stride": s.stride, "repeats": s.repeats,
+                         "channels": self.out_channels(s), "cardinality": self.cardinality, "group_width": d,
+                         "bottleneck_width": d * self.cardinality})
+        return rows
+
+
+def resnet_spec(
+    layers: tuple[int, ...] | list[int],
+    cardinality: int = 1,
+    base_width: int = 64,
+    **changes: Any,
+) -> ResNetSpec:
+    """Any (layers, C, width) ResNet/ResNeXt, e.g. ``resnet_spec((3, 4, 23, 3), 64, 4)`` = ResNeXt-101 64×4d."""
+    return ResNetSpec(stages=resnet_stages(layers), cardinality=cardinality, base_width=base_width, **changes)
