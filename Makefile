@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test setup setup-test clean
+.PHONY: demo test setup setup-test data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ $(VENV)/.setup-test: pyproject.toml $(VENV)/.setup-run
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-setup: $(VENV)/.setup-run
-setup-test: $(VENV)/.setup-test
+setup: $(VENV)/.setup-run data
+setup-test: $(VENV)/.setup-test data
+
+# Fashion-MNIST for `compscale train --data fashion-mnist` comes from the Debian package; without apt (or root)
+# the rest still works and the command says how to install it.
+data:
+	@test -d /usr/share/datasets/fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+		|| echo "warning: could not install dataset-fashion-mnist (apt-get install dataset-fashion-mnist); fashion-mnist tests will be skipped"
 
 demo: setup
 	$(BIN)/compscale demo

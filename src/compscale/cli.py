@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "compscale.commands.core",
     "compscale.commands.families",
     "compscale.commands.vision",
+    "compscale.commands.train",
     "compscale.commands.table",
 ]
 

@@ -1,0 +1,212 @@
+"""Training commands: train, eval, finetune (the seed's "applied to other datasets")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from compscale.commands._util import finite_float, render_table
+from compscale.errors import UserError
+
+# Flags default to SUPPRESS so that only the ones given on the command line override the config file.
+_S = argparse.SUPPRESS
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class _ProgressBars:
+    """A tqdm bar per epoch on stderr (rank 0 only), and one summary line per epoch."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.enabled = _is_main()
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        for note in info["notes"]:
+            print(f"compscale: {info['data']}: {note}", file=sys.stderr)
+        resumed = (f", resuming at epoch {info['resumed_epoch'] + 1} step {info['resumed_step']}"
+                   if info["resumed_epoch"] or info["resumed_step"] else "")
+        procs = f" x {info['world_size']} processes" if info["world_size"] > 1 else ""
+        print(f"compscale: training {info['model']} on {info['data']} ({info['train']} train / {info['test']} test "
+              f"images, {info['classes']} classes, {info['channels']} channel(s), {info['resolution']} px) on "
+              f"{info['device']}{procs}, lr {info['lr']:.4g}{resumed}", file=sys.stderr)
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
+                        file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+    def on_step(self, step: int, loss: Any, lr: float) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        if step % 10 == 0:
+            self.bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.3g}", refresh=False)
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.enabled:
+            print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}  test loss {record['loss']:.4f}  "
+                  f"top-1 {100 * record['top1']:.2f}%  top-5 {100 * record['top5']:.2f}%  "
+                  f"{record['img_s']:.0f} img/s", file=sys.stderr)
+
+
+def _config_from_args(args: argparse.Namespace, finetune: bool):
+    from compscale.train.config import TrainConfig, config_from_mapping, load_config
+
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config", "resume", "json")}
+    if given.get("model") is None:
+        given.pop("model", None)
+    cfg = load_config(args.config) if getattr(args, "config", None) else TrainConfig()
+    cfg = config_from_mapping(given, cfg, source="command line")
+    if not args.config and "model" not in given:
+        raise UserError("give a MODEL (e.g. efficientnet_b0) or --config FILE.yaml")
+    if finetune and not cfg.weights:
+        raise UserError("finetune needs --weights FILE (the pretrained model)")
+    if args.resume:
+        # Resume with the run's own resolved config; flags given now (e.g. more --epochs) still override.
+        out = Path(cfg.out or f"runs/{cfg.model}-{Path(cfg.data).name}")
+        saved = out / "config.yaml"
+        if saved.is_file():
+            base = load_config(saved)
+            if args.config:
+                base = load_config(args.config, base)
+            cfg = config_from_mapping(given, base, source="command line")
+    return cfg.validate()
+
+
+def cmd_train(args: argparse.Namespace, finetune: bool = False) -> int:
+    cfg = _config_from_args(args, finetune)
+    from compscale.train.loop import train
+
+    result = train(cfg, resume=args.resume, callback=_ProgressBars())
+    if not _is_main():
+        return 0
+    if args.json:
+        print(json.dumps({"top1": result["top1"], "top5": result["top5"], "epochs": result["epochs"],
+                          "loss": result["loss"], "out": result["out"]}))
+    else:
+        print(f"{cfg.model}: top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}% after "
+              f"{result['epochs']} epoch(s); weights, config.yaml, metrics.jsonl and metrics.png in {result['out']}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    return cmd_train(args, finetune=True)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from compscale.train.loop import eval_model
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    result, data = eval_model(args.model, args.weights, args.data, args.resolution, args.batch_size, args.device,
+                              args.workers, args.amp)
+    per_class = result.per_class
+    if args.json:
+        print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss, "count": result.count,
+                          "classes": list(data.classes), "per_class": per_class,
+                          "confusion": result.confusion.tolist()}))
+        return 0
+    for note in data.notes:
+        print(f"compscale: {data.name}: {note}", file=sys.stderr)
+    print(f"{args.model} on {data.name} ({result.count} test images): top-1 {100 * result.top1:.2f}%  "
+          f"top-5 {100 * result.top5:.2f}%  loss {result.loss:.4f}\n")
+    rows = [{"class": c, "n": int(result.confusion[i].sum()), "acc": a} for i, (c, a) in enumerate(zip(data.classes, per_class))]
+    print(render_table(rows, [("class", "class", str), ("n", "images", str),
+                              ("acc", "accuracy", lambda v: "-" if v is None else f"{100 * v:.1f}%")]))
+    if len(data.classes) <= 20:
+        print("\nconfusion matrix (rows: true class, columns: predicted)")
+        cm = result.confusion.tolist()
+        width = max(len(str(v)) for row in cm for v in row) + 1
+        print("     " + "".join(f"{j:>{width}}" for j in range(len(cm))))
+        for i, row in enumerate(cm):
+            print(f"{i:>4} " + "".join(f"{v:>{width}}" for v in row))
+    return 0
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def _add_training_flags(p: argparse.ArgumentParser, finetune: bool) -> None:
+    from compscale.data import AUGMENTS
+    from compscale.train.config import OPTIMIZERS, SCHEDULES
+
+    p.add_argument("model", nargs="?", default=_S, help="registered model name (see `compscale models`)")
+    p.add_argument("--data", default=_S, help="fashion-mnist, digits, or an ImageFolder directory")
+    p.add_argument("--config", help="YAML file of TrainConfig keys (flags given here override it)")
+    p.add_argument("--out", default=_S, help="output directory (default runs/MODEL-DATA)")
+    p.add_argument("--epochs", type=_int, default=_S)
+    p.add_argument("--batch-size", dest="batch_size", type=_int, default=_S, help="global batch (all processes)")
+    p.add_argument("--resolution", type=_int, default=_S, help="input side in pixels (default: the model's)")
+    p.add_argument("--seed", type=_int, default=_S)
+    p.add_argument("--deterministic", action="store_true", default=_S, help="deterministic kernels (bit-exact resume)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors if present")
+    p.add_argument("--limit-train", dest="limit_train", type=_int, default=_S, help="train on a fixed subset of N images")
+    p.add_argument("--augment", default=_S, help=f"one of {', '.join(AUGMENTS)}")
+    p.add_argument("--optimizer", default=_S, help=f"one of {', '.join(OPTIMIZERS)} (rmsproptf: the paper's)")
+    p.add_argument("--lr", type=finite_float, default=_S, help="peak learning rate (default: scaled by batch/256)")
+    p.add_argument("--weight-decay", dest="weight_decay", type=finite_float, default=_S)
+    p.add_argument("--momentum", type=finite_float, default=_S)
+    p.add_argument("--schedule", default=_S, help=f"one of {', '.join(SCHEDULES)} (step: x0.97 every 2.4 epochs)")
+    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=finite_float, default=_S)
+    p.add_argument("--label-smoothing", dest="label_smoothing", type=finite_float, default=_S)
+    p.add_argument("--ema", type=finite_float, nargs="?", const=0.9999, default=_S,
+                   help="keep an EMA of the weights (decay, default 0.9999) and evaluate/save it")
+    p.add_argument("--drop-rate", dest="drop_rate", type=finite_float, default=_S, help="dropout before the classifier")
+    p.add_argument("--drop-path-rate", dest="drop_path_rate", type=finite_float, default=_S, help="stochastic depth")
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=_S)
+    p.add_argument("--amp", action="store_true", default=_S, help="mixed precision (bf16, or fp16 on older GPUs)")
+    p.add_argument("--workers", type=_int, default=_S, help="data loader processes")
+    p.add_argument("--device", default=_S, help="auto, cpu, cuda")
+    p.add_argument("--threads", type=_int, default=_S, help="CPU threads per process")
+    p.add_argument("--eval-batch-size", dest="eval_batch_size", type=_int, default=_S)
+    p.add_argument("--checkpoint-steps", dest="checkpoint_steps", type=_int, default=_S,
+                   help="also checkpoint every N steps (always at each epoch's end)")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    if finetune:
+        p.add_argument("--weights", default=_S, help="pretrained weights (.safetensors or a tensors-only .pth)")
+        p.add_argument("--freeze-backbone", dest="freeze_backbone", action="store_true", default=_S,
+                       help="train only the new classifier")
+        p.add_argument("--unfreeze-after", dest="unfreeze_after", type=_int, default=_S,
+                       help="train only the classifier for N epochs, then everything")
+        p.add_argument("--head-lr", dest="head_lr", type=finite_float, default=_S, help="classifier lr (default: --lr)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on fashion-mnist, digits or an image folder")
+    _add_training_flags(p, finetune=False)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="transfer a trained model to another dataset (new classifier)")
+    _add_training_flags(p, finetune=True)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of trained weights")
+    p.add_argument("model")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", required=True, help="fashion-mnist, digits, or an ImageFolder directory")
+    p.add_argument("--resolution", type=_int, help="default: the resolution recorded in the weights, else the model's")
+    p.add_argument("--batch-size", dest="batch_size", type=_int, default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=_int, default=0)
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,85 @@
+"""Single-dimension scaling at equal realized cost: the paper's Figure 3 / Figure 4 comparison.
+
+To test "compound scaling beats scaling one dimension" honestly, each single-dimension model must cost the
+same multiply-adds as the compound model it is compared with — the *realized* cost, after rounding. For a
+target cost this finds the depth-only (d), width-only (w) or resolution-only (r) multiplier whose built
+architecture comes closest to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from compscale.compound import realized_cost
+from compscale.errors import UserError
+from compscale.models import model_spec
+from compscale.scaling import ScaleFactors
+from compscale.specs import ModelSpec
+
+Dimension = Literal["depth", "width", "resolution", "compound"]
+SINGLE_DIMENSIONS: tuple[str, ...] = ("depth", "width", "resolution")
+
+
+@dataclass(frozen=True)
+class DimensionMatch:
+    """A baseline scaled along one dimension by ``multiplier`` to about ``target_macs``."""
+
+    dimension: str
+    multiplier: float
+    spec: ModelSpec = field(repr=False)
+    macs: int
+    params: int
+    target_macs: int
+
+    @property
+    def deviation(self) -> float:
+        """Realized cost relative to the target, minus one (reported, never assumed zero)."""
+        return self.macs / self.target_macs - 1
+
+    def as_dict(self) -> dict:
+        return {"dimension": self.dimension, "multiplier": self.multiplier, "macs": self.macs, "params": self.params,
+                "target_macs": self.target_macs, "deviation": self.deviation, "resolution": self.spec.resolution,
+                "stages": self.spec.stage_table()}
+
+
+def factors_for(dimension: str, multiplier: float) -> ScaleFactors:
+    if dimension == "depth":
+        return ScaleFactors(depth=multiplier)
+    if dimension == "width":
+        return ScaleFactors(width=multiplier)
+    if dimension == "resolution":
+        return ScaleFactors(resolution_mult=multiplier)
+    raise UserError(f"unknown scaling dimension {dimension!r}; use depth, width or resolution")
+
+
+def match_dimension(
+    base: str | ModelSpec, dimension: str, target_macs: float, max_multiplier: float = 64.0, iterations: int = 60
+) -> DimensionMatch:
+    """The multiplier ≥ 1 of one dimension whose realized multiply-adds are closest to ``target_macs``.
+
+    Realized cost is a non-decreasing step function of the multiplier, so bisection finds the last
+    multiplier under the target and the first one over it; the closer of the two wins.
+    """
+    base_spec = model_spec(base)
+
+    def build(m: float) -> tuple[ModelSpec, int, int]:
+        spec = base_spec.scaled(factors_for(dimension, m))
+        macs, params = realized_cost(spec)
+        return spec, macs, params
+
+    lo, hi = 1.0, max_multiplier
+    if build(lo)[1] >= target_macs:
+        spec, macs, params = build(lo)
+        return DimensionMatch(dimension, lo, spec, macs, params, int(target_macs))
+    if build(hi)[1] < target_macs:
+        raise UserError(f"{dimension} scaling cannot reach {target_macs:,.0f} multiply-adds within x{max_multiplier:g}")
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        if build(mid)[1] < target_macs:
+            lo = mid
+        else:
+            hi = mid
+    under, over = build(lo), build(hi)
+    m, (spec, macs, params) = min(((lo, under), (hi, over)), key=lambda t: abs(t[1][1] - target_macs))
+    return DimensionMatch(dimension, m, spec, macs, params, int(target_macs))
