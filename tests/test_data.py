@@ -129,3 +129,22 @@ def test_global_batches_do_not_depend_on_the_number_of_processes():
     assert [i for i, _ in one] == idx1[40:]  # resuming half way through the epoch
     with pytest.raises(UserError, match="not divisible"):
         GlobalBatchSampler(100, 7, DistInfo(world_size=2), seed=0)
+
+
+def test_holdout_and_test_limit_for_model_selection():
+    from compscale.data import load_dataset
+
+    full = load_dataset("digits", 32)
+    held = load_dataset("digits", 32, holdout=300, limit_test=100)
+    assert len(held.train) == len(full.train) - 300 and len(held.test) == 100
+    # Held-out images come out of the training set (none is trained on), not from the test set.
+    train_imgs = {bytes(held.train.images[i].numpy()) for i in range(len(held.train))}
+    full_train = {bytes(full.train.images[i].numpy()) for i in range(len(full.train))}
+    held_imgs = [bytes(held.test.images[i].numpy()) for i in range(len(held.test))]
+    assert all(h in full_train for h in held_imgs)
+    assert sum(h in train_imgs for h in held_imgs) <= 2  # digits has a few identical glyphs
+    assert len(load_dataset("digits", 32, limit_test=50).test) == 50
+    with pytest.raises(UserError, match="leaves no training images"):
+        load_dataset("digits", 32, holdout=5000)
+    with pytest.raises(UserError, match="--holdout must be a positive"):
+        load_dataset("digits", 32, holdout=0)

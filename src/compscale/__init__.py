@@ -34,6 +34,10 @@ _EXPORTS = {
     "load_state_dict": "compscale.models.weights",
     "save_weights": "compscale.models.weights",
     "spec_from_dict": "compscale.specs",
+    "optimize": "compscale.deploy",
+    "fold_batchnorm": "compscale.deploy",
+    "export_onnx": "compscale.deploy",
+    "export_torchscript": "compscale.deploy",
     "pretrained": "compscale.pretrained",
     "activation_map": "compscale.analysis.cam",
 }

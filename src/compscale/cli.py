@@ -15,6 +15,7 @@ EXIT_USER_ERROR = 2
 #: Each module defines ``register(subparsers)`` adding its commands; commands import their work lazily.
 COMMAND_MODULES = [
     "compscale.commands.core",
+    "compscale.commands.deploy",
     "compscale.commands.families",
     "compscale.commands.vision",
     "compscale.commands.train",

@@ -203,7 +203,8 @@ def _limit(images: torch.Tensor, labels: torch.Tensor, limit: int | None) -> tup
     return images[keep], labels[keep]
 
 
-def _builtin(name: str, augment: str, limit_train: int | None) -> DataBundle:
+def _builtin(name: str, augment: str, limit_train: int | None, limit_test: int | None = None,
+             holdout: int | None = None) -> DataBundle:
     if name == "fashion-mnist":
         x_tr, y_tr, x_te, y_te = _fashion_mnist()
         classes, mean, std = FASHION_MNIST_CLASSES, (0.2860,), (0.3530,)
@@ -213,10 +214,22 @@ def _builtin(name: str, augment: str, limit_train: int | None) -> DataBundle:
         classes = tuple(str(i) for i in range(10))
         mean, std = _channel_stats(x_tr)
         augment = "none" if augment == "auto" else augment  # a mirrored digit is another glyph
+    notes = []
+    if holdout is not None:
+        # Model selection (step 1 of the search) must not look at the test set: evaluate on a fixed
+        # held-out part of the training set instead, and train on the rest.
+        if holdout >= len(y_tr):
+            raise UserError(f"--holdout {holdout} leaves no training images ({len(y_tr)} in all)")
+        order = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(1))
+        x_te, y_te = x_tr[order[:holdout].sort().values], y_tr[order[:holdout].sort().values]
+        keep = order[holdout:].sort().values
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
+        notes.append(f"evaluating on {holdout} images held out of the training set, not on the test set")
     x_tr, y_tr = _limit(x_tr, y_tr, limit_train)
+    x_te, y_te = _limit(x_te, y_te, limit_test)
     size = x_tr.shape[-1]
     train = TensorImages(x_tr, y_tr, _tensor_augment(augment, size))
-    return DataBundle(name, train, TensorImages(x_te, y_te), classes, x_tr.shape[1], mean, std, size, augment)
+    return DataBundle(name, train, TensorImages(x_te, y_te), classes, x_tr.shape[1], mean, std, size, augment, notes)
 
 
 # --- folders of images -----------------------------------------------------------------------------------
@@ -309,19 +322,24 @@ def _folder(root: Path, resolution: int, augment: str, limit_train: int | None) 
                       tuple(classes), 3, IMAGENET_MEAN, IMAGENET_STD, None, augment, notes)
 
 
-def load_dataset(name: str, resolution: int, augment: str = "auto", limit_train: int | None = None) -> DataBundle:
+def load_dataset(name: str, resolution: int, augment: str = "auto", limit_train: int | None = None,
+                 limit_test: int | None = None, holdout: int | None = None) -> DataBundle:
     """A built-in dataset by name (``fashion-mnist``, ``digits``) or an ImageFolder directory.
 
     ``resolution`` is the side the model sees; ``augment`` one of :data:`AUGMENTS` (``auto``: flips for
     Fashion-MNIST, none for digits, random-resized-crop + flip for folders); ``limit_train`` keeps a fixed
-    random subset of the training set.
+    random subset of the training set and ``limit_test`` of the test set; ``holdout`` (built-in datasets) evaluates
+    on that many images held out of the training set instead of the test set (for model selection).
     """
     if augment not in AUGMENTS:
         raise UserError(f"unknown augmentation {augment!r}; use one of {', '.join(AUGMENTS)}")
-    if limit_train is not None and limit_train < 1:
-        raise UserError(f"--limit-train must be a positive number of images, got {limit_train}")
+    for flag, value in (("--limit-train", limit_train), ("--limit-test", limit_test), ("--holdout", holdout)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be a positive number of images, got {value}")
     if name in BUILTIN:
-        return _builtin(name, augment, limit_train)
+        return _builtin(name, augment, limit_train, limit_test, holdout)
+    if holdout is not None:
+        raise UserError("--holdout works with the built-in datasets; give a folder with train/ and val/ instead")
     root = Path(name).expanduser()
     if not root.exists():
         raise UserError(f"dataset {name!r} not found: not a built-in ({', '.join(BUILTIN)}) and no such folder")

@@ -160,6 +160,9 @@ def _add_training_flags(p: argparse.ArgumentParser, finetune: bool) -> None:
     p.add_argument("--deterministic", action="store_true", default=_S, help="deterministic kernels (bit-exact resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors if present")
     p.add_argument("--limit-train", dest="limit_train", type=_int, default=_S, help="train on a fixed subset of N images")
+    p.add_argument("--limit-test", dest="limit_test", type=_int, default=_S, help="evaluate on a fixed subset of N images")
+    p.add_argument("--holdout", type=_int, default=_S,
+                   help="evaluate on N images held out of the training set instead of the test set")
     p.add_argument("--augment", default=_S, help=f"one of {', '.join(AUGMENTS)}")
     p.add_argument("--optimizer", default=_S, help=f"one of {', '.join(OPTIMIZERS)} (rmsproptf: the paper's)")
     p.add_argument("--lr", type=finite_float, default=_S, help="peak learning rate (default: scaled by batch/256)")

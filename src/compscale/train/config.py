@@ -36,6 +36,8 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     limit_train: int | None = None
+    limit_test: int | None = None  # evaluate on a fixed subset of the test set
+    holdout: int | None = None  # evaluate on images held out of the training set (model selection)
     augment: str = "auto"
     optimizer: str = "rmsproptf"
     lr: float | None = None  # default: BASE_LR[optimizer] × batch_size / 256

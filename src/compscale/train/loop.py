@@ -40,7 +40,8 @@ from compscale.train.optim import build_optimizer, lr_factor, param_groups, set_
 #: sleeps, so a test can SIGKILL it at a known point.
 PAUSE_ENV = "COMPSCALE_TEST_PAUSE_AT_STEP"
 #: Config keys that fix the data order and the optimisation: a resumed run must keep them.
-RESUME_KEYS = ("model", "data", "batch_size", "seed", "limit_train", "augment", "optimizer", "resolution", "weights")
+RESUME_KEYS = ("model", "data", "batch_size", "seed", "limit_train", "holdout", "augment", "optimizer", "resolution",
+               "weights")
 
 
 class TrainCallback:
@@ -229,7 +230,7 @@ class _Run:
         self.cfg = cfg = cfg.resolved(base_spec(cfg.model).resolution)
         self.out = Path(cfg.out)
         self.device = info.device
-        self.data = load_dataset(cfg.data, cfg.resolution, cfg.augment, cfg.limit_train)
+        self.data = load_dataset(cfg.data, cfg.resolution, cfg.augment, cfg.limit_train, cfg.limit_test, cfg.holdout)
         self.cfg = cfg = replace(cfg, augment=self.data.augment)
 
         torch.manual_seed(cfg.seed)  # the initial weights
