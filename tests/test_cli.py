@@ -53,7 +53,7 @@ def test_models_and_demo(capsys):
     rows = json.loads(out)
     assert code == 0 and [r["model"] for r in rows][:2] == ["efficientnet_b0", "efficientnet_b1"]
     assert rows[7]["params"] == 66_347_960
-    code, out, _ = run(capsys, "demo", "--json")
+    code, out, _ = run(capsys, "family", "--json")
     data = json.loads(out)
     assert [r["model"] for r in data["official"]][-1] == "efficientnet_b7"
     assert all(abs(r["params_dev"]) < 0.05 and abs(r["macs_dev"]) < 0.05 for r in data["official"])

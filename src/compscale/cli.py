@@ -20,14 +20,22 @@ COMMAND_MODULES = [
     "compscale.commands.vision",
     "compscale.commands.train",
     "compscale.commands.table",
+    "compscale.commands.search",
+    "compscale.commands.study",
 ]
+
+
+def one_line(text: str) -> str:
+    """``text`` with control and line-separator characters escaped (``\\n``, ``\\x1e``): a message that echoes
+    what the user typed stays one line whatever they typed."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (no usage dump) and exit 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError(one_line(f"{self.prog}: {message}"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        # Commands that start worker processes repeat their own arguments.
+        args._argv = list(sys.argv[1:] if argv is None else argv)
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_USER_ERROR
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"compscale: error: {err}", file=sys.stderr)
+        print(f"compscale: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("compscale: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ budget constrains and what the paper's "FLOPs ≈ 2^φ" only approximates.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
@@ -110,8 +111,12 @@ def scale_to_budget(
     base_spec = model_spec(base)
     _check_cardinality(base_spec, scaling)
 
-    def cost(phi: float) -> tuple[int, int]:
-        return realized_cost(base_spec.scaled(scaling.factors(phi), depth_rounding))
+    def cost(phi: float) -> tuple[float, float]:
+        try:
+            factors = scaling.factors(phi)
+        except UserError:  # beyond MAX_FACTOR (steep coefficients at the solver's upper end): over any budget
+            return math.inf, math.inf
+        return realized_cost(base_spec.scaled(factors, depth_rounding))
 
     solution = solve_phi(cost, (target_macs, target_params), step=step)
     return scale(base_spec, solution.phi, scaling, depth_rounding)

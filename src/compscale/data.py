@@ -98,8 +98,11 @@ class FolderImages(Dataset):
 
         i, seed = index if isinstance(index, tuple) else (index, None)
         path, label = self.samples[i]
-        with Image.open(path) as img:
-            img = img.convert("RGB")
+        try:  # verify() at scan time does not decode: a truncated JPEG only fails here
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as err:
+            raise UserError(f"{path} is not a readable image ({str(err).splitlines()[0]}); remove or replace it") from None
         return _seeded(self.transform, img, seed), label
 
 

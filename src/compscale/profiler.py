@@ -18,7 +18,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from compscale.errors import UserError
-from compscale.scaling import MIN_RESOLUTION
+from compscale.scaling import MAX_RESOLUTION, MIN_RESOLUTION
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ def profile(
     for side in (h, w):
         if int(side) != side or side < MIN_RESOLUTION:
             raise UserError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {side!r}")
+        if side > MAX_RESOLUTION:
+            raise UserError(f"resolution must be at most {MAX_RESOLUTION:,} pixels, got {side!r}")
     if in_chans is None:
         in_chans = spec.in_chans if spec is not None else _first_conv_in_channels(model)
 

@@ -37,6 +37,11 @@ PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA = 1.2, 1.1, 1.15
 #: Floors that keep a shrunk (φ < 0) network buildable.
 MIN_CHANNELS = 8
 MIN_RESOLUTION = 32
+#: The largest input side accepted (tensor sizes beyond it overflow torch's 64-bit shapes, even on the meta device).
+MAX_RESOLUTION = 100_000
+#: The largest multiplier of any one dimension a φ may ask for (B7 is d = 3.1). Beyond it the network has
+#: tens of thousands of blocks: building it, even on the meta device, would not finish.
+MAX_FACTOR = 100.0
 
 DepthRounding = Literal["ceil", "round"]
 
@@ -157,9 +162,18 @@ class CompoundScaling:
     def factors(self, phi: float) -> ScaleFactors:
         """The multipliers (α^φ, β^φ, γ^φ, δ^φ) for compound coefficient φ (any real; negative shrinks)."""
         phi = _finite("phi", phi)
-        return ScaleFactors(
-            depth=self.alpha**phi, width=self.beta**phi, resolution_mult=self.gamma**phi, cardinality=self.delta**phi
-        )
+
+        def power(base: float) -> float:
+            try:
+                return base**phi
+            except OverflowError:
+                return math.inf
+
+        d, w, r, c = power(self.alpha), power(self.beta), power(self.gamma), power(self.delta)
+        if max(d, w, r, c) > MAX_FACTOR:
+            raise UserError(f"phi = {phi:g} is too large: it multiplies depth by {d:.3g}, width by {w:.3g}, resolution "
+                            f"by {r:.3g} (at most x{MAX_FACTOR:g} each)")
+        return ScaleFactors(depth=d, width=w, resolution_mult=r, cardinality=c)
 
 
 @dataclass(frozen=True)

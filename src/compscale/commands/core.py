@@ -100,7 +100,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_family(args: argparse.Namespace) -> int:
     from compscale.analysis.family import formula_rows, official_rows
 
     official, formula = official_rows(), formula_rows()
@@ -157,6 +157,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_scale)
 
-    p = sub.add_parser("demo", help="the main job: the EfficientNet family table, official and formula mode")
+    p = sub.add_parser("family", help="the EfficientNet family table: official coefficients and formula mode")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_family)
+
+    p = sub.add_parser("demo", help="the main job: step 1 and step 2 on Fashion-MNIST, and a report")
+    p.add_argument("--quick", action="store_true", help="a smoke-test sized run (a few minutes)")
+    p.add_argument("--out", default="report", help="report folder (default: report)")
+    p.add_argument("--data", help="dataset (default: fashion-mnist)")
+    p.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import sys
+
+    from compscale.analysis.demo import run_demo
+    from compscale.commands.search import _progress
+
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    say = (lambda msg: None) if args.json else (lambda msg: print(f"compscale demo: {msg}", file=sys.stderr, flush=True))
+    summary = run_demo(args.out, args.quick, args.data, args.workers, args.threads, say, _progress("demo"))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(summary["verdict"]["summary"])
+    for line in summary["verdict"]["details"]:
+        print("  " + line)
+    print(f"report: {summary['report']} ({summary['seconds'] / 60:.1f} min)")
+    return 0

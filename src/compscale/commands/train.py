@@ -54,10 +54,14 @@ class _ProgressBars:
         if step % 10 == 0:
             self.bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.3g}", refresh=False)
 
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
+    def close(self) -> None:
+        """Take the bar off the terminal, so that an error message gets a line of its own."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        self.close()
         if self.enabled:
             print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}  test loss {record['loss']:.4f}  "
                   f"top-1 {100 * record['top1']:.2f}%  top-5 {100 * record['top5']:.2f}%  "
@@ -67,7 +71,9 @@ class _ProgressBars:
 def _config_from_args(args: argparse.Namespace, finetune: bool):
     from compscale.train.config import TrainConfig, config_from_mapping, load_config
 
-    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config", "resume", "json")}
+    # Private attributes (e.g. ``_argv``, set by compscale.cli.main) are not config keys.
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("func", "command", "config", "resume", "json") and not k.startswith("_")}
     if given.get("model") is None:
         given.pop("model", None)
     cfg = load_config(args.config) if getattr(args, "config", None) else TrainConfig()
@@ -92,7 +98,11 @@ def cmd_train(args: argparse.Namespace, finetune: bool = False) -> int:
     cfg = _config_from_args(args, finetune)
     from compscale.train.loop import train
 
-    result = train(cfg, resume=args.resume, callback=_ProgressBars())
+    bars = _ProgressBars()
+    try:
+        result = train(cfg, resume=args.resume, callback=bars)
+    finally:
+        bars.close()
     if not _is_main():
         return 0
     if args.json:

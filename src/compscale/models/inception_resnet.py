@@ -21,7 +21,7 @@ from torch import nn
 from compscale.errors import UserError
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
-from compscale.specs.inception_resnet import MIN_INCEPTION_RESOLUTION, InceptionResNetV2Spec
+from compscale.specs.inception_resnet import InceptionResNetV2Spec
 
 #: A convolution in a branch: (kernel, stride, padding); "avg" is a 3×3/1 average pool (no padded zeros
 #: counted), "max" a 3×3/2 max-pool branch that passes the trunk through.
@@ -183,18 +183,23 @@ Mixed6a, Mixed7a = ReductionA, ReductionB
 
 
 class InceptionResNetStem(nn.Module):
-    """conv3×3/2 → conv3×3 → conv3×3 (padded) → maxpool/2 → 1×1 → conv3×3 → maxpool/2 (299 → 35×35)."""
+    """conv3×3/2 → conv3×3 → conv3×3 (padded) → maxpool/2 → 1×1 → conv3×3 → maxpool/2 (299 → 35×35).
 
-    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (32, 32, 64, 80, 192), **norm: float) -> None:
+    ``cifar=True``: the same convolutions, all padded, only conv1a strided, no max-pools (32 → 16×16).
+    """
+
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (32, 32, 64, 80, 192), cifar: bool = False,
+                 **norm: float) -> None:
         super().__init__()
         c1a, c2a, c2b, c3b, c4a = widths
-        self.conv1a = BasicConv(in_channels, c1a, 3, 2, **norm)
-        self.conv2a = BasicConv(c1a, c2a, 3, **norm)
+        pad = 1 if cifar else 0
+        self.conv1a = BasicConv(in_channels, c1a, 3, 2, pad, **norm)
+        self.conv2a = BasicConv(c1a, c2a, 3, padding=pad, **norm)
         self.conv2b = BasicConv(c2a, c2b, 3, padding=1, **norm)
-        self.pool3a = nn.MaxPool2d(3, stride=2)
+        self.pool3a: nn.Module = nn.Identity() if cifar else nn.MaxPool2d(3, stride=2)
         self.conv3b = BasicConv(c2b, c3b, 1, **norm)
-        self.conv4a = BasicConv(c3b, c4a, 3, **norm)
-        self.pool5a = nn.MaxPool2d(3, stride=2)
+        self.conv4a = BasicConv(c3b, c4a, 3, padding=pad, **norm)
+        self.pool5a: nn.Module = nn.Identity() if cifar else nn.MaxPool2d(3, stride=2)
         self.out_channels = c4a
 
     def forward_taps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -222,7 +227,8 @@ class InceptionResNetV2(nn.Module):
         norm = {"bn_eps": spec.bn_eps, "bn_momentum": spec.bn_momentum}
         ca, cb, cc = spec.channels_a, spec.channels_b, spec.channels_c
         (na, nb, nc), (sa, sb, sc) = spec.repeats, spec.scales
-        self.stem = InceptionResNetStem(spec.in_chans, spec.stem, **norm)
+        cifar = spec.stem_type == "cifar"
+        self.stem = InceptionResNetStem(spec.in_chans, spec.stem, cifar=cifar, **norm)
         self.mixed_5b = Mixed5b(self.stem.out_channels, spec.mixed_5b, **norm)
         self.blocks_a = nn.Sequential(*(InceptionResNetA(ca, spec.block_a, sa, **norm) for _ in range(na)))
         self.mixed_6a = ReductionA(ca, spec.mixed_6a, **norm)
@@ -232,11 +238,12 @@ class InceptionResNetV2(nn.Module):
         self.block_c_final = InceptionResNetC(cc, spec.block_c, spec.final_scale, activate=False, **norm)
         self.feature_info: list[dict[str, int | str]] = [
             {"module": "stem.conv2b", "num_chs": spec.stem[2], "reduction": 2},
-            {"module": "stem.conv4a", "num_chs": spec.stem[4], "reduction": 4},
-            {"module": "blocks_a", "num_chs": ca, "reduction": 8},
-            {"module": "blocks_b", "num_chs": cb, "reduction": 16},
-            {"module": "block_c_final", "num_chs": cc, "reduction": 32},
+            {"module": "stem.conv4a", "num_chs": spec.stem[4], "reduction": 2 if cifar else 4},
+            {"module": "blocks_a", "num_chs": ca, "reduction": 2 if cifar else 8},
+            {"module": "blocks_b", "num_chs": cb, "reduction": 4 if cifar else 16},
+            {"module": "block_c_final", "num_chs": cc, "reduction": 8 if cifar else 32},
         ]
+        self.min_side = spec.min_resolution
         self.features_only = features_only
         self.num_features = spec.head_channels
         if not features_only:
@@ -248,9 +255,9 @@ class InceptionResNetV2(nn.Module):
 
     @torch.jit.unused
     def _check_input(self, x: torch.Tensor) -> None:
-        if min(x.shape[-2:]) < MIN_INCEPTION_RESOLUTION:
+        if min(x.shape[-2:]) < self.min_side:
             raise UserError(
-                f"Inception-ResNet-v2 needs an input side >= {MIN_INCEPTION_RESOLUTION}, got {tuple(x.shape[-2:])}"
+                f"Inception-ResNet-v2 needs an input side >= {self.min_side}, got {tuple(x.shape[-2:])}"
             )
 
     def _check(self, x: torch.Tensor) -> None:
@@ -332,3 +339,32 @@ def _timm_keys(model: InceptionResNetV2) -> dict[str, str]:
         same_suffixes(model.head, "head", "conv2d_7b")
         same_suffixes(model.classifier, "classifier", "classif")
     return names
+
+
+# --- a small Inception-ResNet for CPU studies at 32 px (compscale study families) ------------------------
+
+
+def inception_resnet_tiny_spec() -> InceptionResNetV2Spec:
+    """Inception-ResNet-v2's module types (stem, Mixed_5b, Block35, Mixed_6a, Block17, Mixed_7a, Block8, head)
+    with one block each of A, B and C (plus the final unscaled C), every branch 8 or 16 channels wide (so
+    width scaling, which rounds to multiples of 8, leaves it unchanged at w = 1), on the CIFAR stem (padded
+    convs, stride 2 once, no pools) at 32 px: blocks A at 16×16 on a 32-channel trunk, B at 7×7 on 64, C at
+    3×3 on 112, head 128, no dropout."""
+    return InceptionResNetV2Spec(
+        stem=(8, 8, 8, 8, 16),
+        mixed_5b=((8,), (8, 8), (8, 8, 8), (8,)),
+        block_a=((8,), (8, 8), (8, 8, 8)),
+        mixed_6a=((16,), (8, 8, 16)),
+        block_b=((16,), (8, 8, 16)),
+        mixed_7a=((8, 16), (8, 16), (8, 16, 16)),
+        block_c=((16,), (16, 16, 16)),
+        head_channels=128,
+        repeats=(1, 1, 1),
+        dropout=0.0,
+        stem_type="cifar",
+        resolution=32,
+    )
+
+
+register_model("inception_resnet_tiny", inception_resnet_tiny_spec,
+               "Inception-ResNet-v2 modules, 8-16 channel branches, 1 block each of A/B/C, CIFAR stem, 32 px")

@@ -94,10 +94,12 @@ def resolve_spec(
             raise UserError(f"{spec.family} models have no stochastic depth")
         changes["drop_path_rate"] = float(drop_path_rate)
     if resolution is not None:
-        from compscale.scaling import MIN_RESOLUTION
+        from compscale.scaling import MAX_RESOLUTION, MIN_RESOLUTION
 
         if int(resolution) != resolution or resolution < MIN_RESOLUTION:
             raise UserError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {resolution!r}")
+        if resolution > MAX_RESOLUTION:
+            raise UserError(f"resolution must be at most {MAX_RESOLUTION:,} pixels, got {resolution!r}")
         changes["resolution"] = int(resolution)
     return spec.replace(**changes) if changes else spec
 

@@ -213,10 +213,16 @@ class ResNet(nn.Module):
         super().__init__()
         self.spec = spec
         norm = _norm(spec)
-        self.stem = ConvNormAct(spec.in_chans, spec.stem_channels, 7, 2, act="relu", **norm)
-        self.stem_pool = nn.MaxPool2d(3, 2, padding=1)
+        if spec.stem_type == "cifar":  # one 3×3/1 conv, no pool: 32-pixel inputs keep their resolution
+            self.stem = ConvNormAct(spec.in_chans, spec.stem_channels, 3, 1, act="relu", **norm)
+            self.stem_pool: nn.Module = nn.Identity()
+            reduction = 1
+        else:
+            self.stem = ConvNormAct(spec.in_chans, spec.stem_channels, 7, 2, act="relu", **norm)
+            self.stem_pool = nn.MaxPool2d(3, 2, padding=1)
+            reduction = 4
         block_cls = BLOCKS[spec.aggregation]
-        stages, in_ch, block_idx, reduction = [], spec.stem_channels, 0, 4
+        stages, in_ch, block_idx = [], spec.stem_channels, 0
         self.feature_info: list[dict[str, int | str]] = []
         for i, stage in enumerate(spec.stages):
             out_ch = spec.out_channels(stage)
@@ -377,3 +383,20 @@ def _resnet_keys(model: ResNet) -> dict[str, str]:
     if not model.features_only:
         names["classifier.weight"], names["classifier.bias"] = "fc.weight", "fc.bias"
     return names
+
+
+# --- a small ResNeXt for CPU studies at 32 px (compscale study cardinality / families) -------------------
+
+
+def resnext_tiny_spec() -> ResNetSpec:
+    """ResNeXt "tiny 4×4d": the CIFAR stem (conv3×3/1, 16 channels), three stages of one bottleneck with
+    planes 8, 16, 32 (strides 1, 2, 2; outputs 32, 64, 128) at C = 4 paths of d = 4, 8, 16 channels
+    (base width 32), 32-pixel input: the ResNeXt paper's CIFAR layout (its Section 5.3) shrunk until it
+    trains in seconds per epoch on one CPU core."""
+    from compscale.specs.resnet import ResNetStage
+
+    return ResNetSpec(stages=(ResNetStage(1, 8, 1), ResNetStage(1, 16, 2), ResNetStage(1, 32, 2)), cardinality=4,
+                      base_width=32, stem_channels=16, stem_type="cifar", resolution=32)
+
+
+register_model("resnext_tiny", resnext_tiny_spec, "ResNeXt tiny 4x4d (CIFAR stem, 3 stages of 1 block), 32 px")

@@ -109,7 +109,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        if "Weights only load failed" in text:
+            # The file pickles Python objects (possibly code); torch's message advises weights_only=False,
+            # which would run it. Name what it tried to import instead.
+            import re
+
+            what = re.search(r"GLOBAL ([\w.]+)", text)
+            raise UserError(f"{path} is refused (only tensors are accepted): it holds pickled Python objects, and "
+                            f"loading it could run code" + (f" (it imports {what.group(1)})" if what else "")) from None
+        first = text.splitlines()[0] if text else type(err).__name__
         raise UserError(f"{path} is not a loadable weights file (only tensors are accepted): {first}") from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
@@ -125,8 +134,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike, layout: str | None =
 
 def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
     """Write weights as safetensors, atomically. The model's spec goes into the metadata when it has one."""
-    from safetensors.torch import save_file
-
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     meta = dict(metadata or {})
     spec = getattr(model, "spec", None)
@@ -134,7 +141,19 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.P
         meta.setdefault("spec", spec.to_json())
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_safetensors(tensors, tmp, meta, path)
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: dict[str, str], target: str | os.PathLike) -> None:
+    """``safetensors.torch.save_file`` to ``tmp``; a failed write (a full disk: safetensors raises its own error
+    type, not OSError) becomes one line naming ``target``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(dict(tensors), str(tmp), metadata=metadata)
+    except SafetensorError as err:
+        raise UserError(f"cannot write {target}: {str(err).splitlines()[0]}") from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -9,6 +9,7 @@ same machine picks it up again.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,5 +56,11 @@ def train_spec(
                 report_epoch(float(record["top1"]), int(record["epoch"]))
 
     resume = (out / "checkpoint.safetensors").exists()
+    if resume and (out / "metrics.jsonl").exists():
+        # A resumed job re-reports the epochs it already has, so its trial records them (and can be pruned).
+        for line in (out / "metrics.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            if int(record["epoch"]) <= epochs:
+                _Report().on_epoch_end(record)
     result = train(cfg.validate(), resume=resume, callback=_Report())
     return {**result, "history": history}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -167,12 +168,14 @@ Evaluate = Callable[[int, Callable[[float, int], None]], float]
 
 
 def run_worker(study, num_jobs: int, evaluate: Evaluate, heartbeat: int = 10,
-               on_trial: Callable[[dict[str, Any]], None] | None = None) -> int:
+               on_trial: Callable[[dict[str, Any]], None] | None = None, wait_for_running: bool = True) -> int:
     """Work through the queue until it is empty; returns the number of trials this worker ran.
 
     ``evaluate(job_index, report_epoch)`` trains one job and returns its final accuracy; it must call
     ``report_epoch(accuracy, epoch)`` after each epoch, which raises ``optuna.TrialPruned`` when the
-    study's pruner (successive halving in step 1) stops the trial.
+    study's pruner (successive halving in step 1) stops the trial. With ``wait_for_running`` the worker
+    does not leave while other workers' trials run: it waits until they finish, or go stale (their worker
+    died) and come back to the queue — so the study is complete when this returns.
     """
     optuna = _optuna()
     from optuna.storages import fail_stale_trials
@@ -183,10 +186,17 @@ def run_worker(study, num_jobs: int, evaluate: Evaluate, heartbeat: int = 10,
         fail_stale_trials(study)  # a killed worker's trial goes back to the queue
         trial = _pop_waiting(study)
         if trial is None:
-            return ran
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not running or not wait_for_running:
+                return ran
+            time.sleep(heartbeat)
+            continue
         index = trial.suggest_categorical(PARAM, list(range(num_jobs)))
 
-        def report_epoch(accuracy: float, epoch: int, trial=trial) -> None:
+        last: dict[str, float] = {}
+
+        def report_epoch(accuracy: float, epoch: int, trial=trial, last=last) -> None:
+            last["accuracy"] = accuracy
             trial.report(accuracy, epoch)
             trial.set_user_attr("epochs", epoch)
             if trial.should_prune():
@@ -204,7 +214,8 @@ def run_worker(study, num_jobs: int, evaluate: Evaluate, heartbeat: int = 10,
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         ran += 1
         if on_trial is not None:
-            on_trial({"job": index, **trial.user_attrs, "state": state.name.lower(), "accuracy": value})
+            on_trial({"job": index, **trial.user_attrs, "state": state.name.lower(),
+                      "accuracy": value if value is not None else last.get("accuracy")})
 
 
 def job_results(study) -> list[dict[str, Any]]:

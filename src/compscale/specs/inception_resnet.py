@@ -29,6 +29,10 @@ Branches = tuple[tuple[int, ...], ...]
 
 #: The smallest input side the valid-padded stem and the two stride-2 reductions accept (299 → 8×8 at the end).
 MIN_INCEPTION_RESOLUTION = 75
+#: With the CIFAR-style stem (every conv padded, only the first strided, no max-pools) the map halves once,
+#: then the two valid 3×3/2 reductions shrink it: 32 → 16 → 7 → 3; 13 → 7 → 3 → 1 is the least that works.
+MIN_CIFAR_STEM_RESOLUTION = 13
+STEM_TYPES = ("imagenet", "cifar")
 
 #: The number of convolutions in each branch of each module (the kernels are fixed by the architecture).
 BRANCH_SHAPES: dict[str, tuple[int, ...]] = {
@@ -51,7 +55,10 @@ class InceptionResNetV2Spec(ModelSpec):
     """A concrete Inception-ResNet-v2. ``repeats`` are the blocks A, B, C (the final, unscaled block C is
     always added); ``scales`` their residual scales; BatchNorm eps 1e-3 as in TF-slim (timm, Keras).
 
-    ``dropout`` 0.2 is TF-slim's ``dropout_keep_prob=0.8`` before the classifier.
+    ``dropout`` 0.2 is TF-slim's ``dropout_keep_prob=0.8`` before the classifier. ``stem_type="cifar"``
+    keeps the five stem widths but pads every stem conv, keeps only the first one's stride 2 and drops the
+    two max-pools (stem stride 2 instead of 8), so that 32-pixel inputs reach blocks A at 16×16, B at 7×7 and
+    C at 3×3.
     """
 
     family = "inception_resnet_v2"
@@ -71,16 +78,25 @@ class InceptionResNetV2Spec(ModelSpec):
     dropout: float = 0.2
     bn_eps: float = 1e-3
     bn_momentum: float = 0.1
+    stem_type: str = "imagenet"
+
+    @property
+    def min_resolution(self) -> int:
+        """The smallest input side this stem and the two valid stride-2 reductions accept."""
+        return MIN_CIFAR_STEM_RESOLUTION if self.stem_type == "cifar" else MIN_INCEPTION_RESOLUTION
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, f.name, _tuples(value))
-        if not isinstance(self.resolution, int) or self.resolution < MIN_INCEPTION_RESOLUTION:
+        if self.stem_type not in STEM_TYPES:
+            raise UserError(f"unknown stem_type {self.stem_type!r}; use imagenet or cifar")
+        if not isinstance(self.resolution, int) or self.resolution < self.min_resolution:
+            what = "stem" if self.stem_type == "cifar" else "valid-padded stem"
             raise UserError(
-                f"Inception-ResNet-v2 needs an input side >= {MIN_INCEPTION_RESOLUTION} "
-                f"(valid-padded stem and two stride-2 reductions), got {self.resolution!r}"
+                f"Inception-ResNet-v2 needs an input side >= {self.min_resolution} "
+                f"({what} and two stride-2 reductions), got {self.resolution!r}"
             )
         if len(self.stem) != 5:
             raise UserError(f"the stem has 5 convolutions, got {len(self.stem)} widths")
@@ -118,7 +134,7 @@ class InceptionResNetV2Spec(ModelSpec):
 
     def scaled(self, factors: ScaleFactors, depth_rounding: str = "ceil") -> "InceptionResNetV2Spec":
         """Scale this baseline: every branch width, the stem and the head by w (``round_filters``), the
-        repeats of blocks A, B, C by d (``round_repeats``), the side by r (never below 75 pixels)."""
+        repeats of blocks A, B, C by d (``round_repeats``), the side by r (never below the stem's minimum: 75 pixels, or 13 with the CIFAR stem)."""
 
         def widen(branches: Branches) -> Branches:
             return tuple(tuple(round_filters(c, factors.width) for c in b) for b in branches)
@@ -128,7 +144,7 @@ class InceptionResNetV2Spec(ModelSpec):
             **{name: widen(getattr(self, name)) for name in BRANCH_SHAPES},
             head_channels=round_filters(self.head_channels, factors.width),
             repeats=tuple(round_repeats(r, factors.depth, depth_rounding) for r in self.repeats),
-            resolution=max(MIN_INCEPTION_RESOLUTION, factors.resolve_resolution(self.resolution)),
+            resolution=max(self.min_resolution, factors.resolve_resolution(self.resolution)),
             dropout=self.dropout if factors.dropout is None else factors.dropout,
         )
 
@@ -137,7 +153,7 @@ class InceptionResNetV2Spec(ModelSpec):
         sa, sb, sc = self.scales
         ca, cb, cc = self.channels_a, self.channels_b, self.channels_c
         rows = [
-            ("stem", "conv3x3 stem", 3, 8, 1, self.stem[-1]),
+            ("stem", "conv3x3 stem", 3, 2 if self.stem_type == "cifar" else 8, 1, self.stem[-1]),
             ("mixed_5b", "Mixed_5b", 5, 1, 1, ca),
             ("block_a", f"Block35 x{sa:g}", 3, 1, a, ca),
             ("mixed_6a", "Reduction-A", 3, 2, 1, cb),

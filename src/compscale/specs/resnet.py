@@ -29,6 +29,10 @@ from compscale.specs.base import ModelSpec
 
 Aggregation = Literal["grouped", "paths"]
 AGGREGATIONS = ("grouped", "paths")
+#: ``imagenet``: conv7×7/2 + max-pool/2 (stride 4); ``cifar``: one conv3×3/1 and no pool (stride 1), the stem
+#: of the ResNeXt paper's CIFAR networks (its Section 5.3), for 32-pixel inputs.
+StemType = Literal["imagenet", "cifar"]
+STEM_TYPES = ("imagenet", "cifar")
 
 #: The planes (bottleneck "p") of the four stages of every ImageNet ResNet, and their strides.
 RESNET_PLANES = (64, 128, 256, 512)
@@ -60,7 +64,8 @@ def _positive_int(name: str, value: Any) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class ResNetSpec(ModelSpec):
-    """A concrete ResNet / ResNeXt: stem conv7×7/2 + max-pool/2, bottleneck stages, pool, dropout, FC.
+    """A concrete ResNet / ResNeXt: stem conv7×7/2 + max-pool/2 (or, ``stem_type="cifar"``, one conv3×3/1),
+    bottleneck stages, pool, dropout, FC.
 
     BatchNorm defaults are PyTorch's (momentum 0.1, eps 1e-5), as in timm and torchvision. ``zero_init_last``
     starts each block's last BN at γ = 0 (timm's default; Goyal et al. 2017), so a new block is the identity.
@@ -75,6 +80,7 @@ class ResNetSpec(ModelSpec):
     expansion: int = 4
     stem_channels: int = 64
     aggregation: Aggregation = "grouped"
+    stem_type: StemType = "imagenet"
     resolution: int = 224
     dropout: float = 0.0
     drop_path_rate: float = 0.0
@@ -91,6 +97,8 @@ class ResNetSpec(ModelSpec):
             raise UserError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {self.resolution}")
         if self.aggregation not in AGGREGATIONS:
             raise UserError(f"unknown aggregation {self.aggregation!r}; use grouped or paths")
+        if self.stem_type not in STEM_TYPES:
+            raise UserError(f"unknown stem_type {self.stem_type!r}; use imagenet or cifar")
         for stage in self.stages:
             if not isinstance(stage, ResNetStage):
                 raise UserError(f"invalid stage {stage!r}")
@@ -149,8 +157,12 @@ class ResNetSpec(ModelSpec):
         )
 
     def stage_table(self) -> list[dict[str, Any]]:
-        rows = [{"name": "stem", "op": "conv7x7+maxpool", "kernel": 7, "stride": 4, "repeats": 1,
-                 "channels": self.stem_channels}]
+        if self.stem_type == "cifar":
+            rows = [{"name": "stem", "op": "conv3x3", "kernel": 3, "stride": 1, "repeats": 1,
+                     "channels": self.stem_channels}]
+        else:
+            rows = [{"name": "stem", "op": "conv7x7+maxpool", "kernel": 7, "stride": 4, "repeats": 1,
+                     "channels": self.stem_channels}]
         for i, s in enumerate(self.stages, start=1):
             d = self.group_width(s)
             op = "bottleneck" if self.cardinality == 1 else f"bottleneck {self.cardinality}x{d}d"

@@ -15,6 +15,9 @@ re-seeded from (seed, rank, step). So (epoch, step) *is* the data-order and RNG 
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,9 @@ from compscale.io import atomic_path
 
 FORMAT = "compscale-train-state/1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
+#: Test hook: while writing the checkpoint of this global step, after the data is in the temporary file and
+#: before the atomic rename, announce it on stderr and sleep, so a test can SIGKILL the run mid-write.
+PAUSE_SAVE_ENV = "COMPSCALE_TEST_PAUSE_IN_CHECKPOINT"
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -43,7 +49,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 def save_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                     ema: nn.Module | None, scaler: torch.amp.GradScaler | None, meta: dict[str, Any]) -> None:
     """Write the training state; ``meta`` (JSON-able: epoch, step, config, history, spec) goes to metadata."""
-    from safetensors.torch import save_file
+    from compscale.models.weights import save_safetensors
 
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
@@ -58,7 +64,21 @@ def save_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.opti
     metadata = {"format": FORMAT, "optimizer": json.dumps(optim_meta),
                 **{k: json.dumps(v) for k, v in meta.items()}}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_safetensors(tensors, tmp, metadata, path)
+        if os.environ.get(PAUSE_SAVE_ENV) == str(meta.get("global_step")):
+            print(f"compscale: paused writing the checkpoint of step {meta.get('global_step')}", file=sys.stderr, flush=True)
+            time.sleep(3600)
+
+
+def remove_stale_temporaries(out: str | Path) -> int:
+    """Delete the temporary files a killed run left beside its checkpoint (``.checkpoint.safetensors.*.tmp``:
+    written, never renamed, so never part of the state); returns how many. Only the one running process of an
+    output folder may call this."""
+    removed = 0
+    for tmp in Path(out).glob(f".{CHECKPOINT_NAME}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 class TrainState:

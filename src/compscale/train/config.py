@@ -7,6 +7,7 @@ Every run writes its *resolved* config (automatic values such as the learning ra
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -123,14 +124,16 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
             return value
         if t is int and isinstance(value, int) and not isinstance(value, bool):
             return value
-        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if t is float and isinstance(value, str):
+        if t is float and not isinstance(value, bool) and isinstance(value, (int, float, str)):
             # PyYAML (YAML 1.1) reads 1e-5 (no dot) as a string; accept it as the number it means.
             try:
-                return float(value)
-            except ValueError:
-                pass
+                number = float(value)
+            except (ValueError, OverflowError):  # OverflowError: an int beyond float range
+                number = None
+            if number is not None:
+                if not math.isfinite(number):  # .nan / .inf: as on the command line (finite_float)
+                    raise UserError(f"config key {name!r} must be a finite number, got {value!r}")
+                return number
         if t is str and isinstance(value, str):
             return value
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
@@ -148,7 +151,7 @@ def config_from_mapping(data: Mapping[str, Any], base: TrainConfig | None = None
     if not isinstance(data, Mapping):
         raise UserError(f"{source} must be a mapping of keys to values")
     names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)  # YAML keys need not be strings (1: x, null: y)
     if unknown:
         import difflib
 

@@ -28,8 +28,8 @@ from torch import nn
 from compscale.data import BatchPreparer, DataBundle, collate, load_dataset
 from compscale.errors import UserError
 from compscale.io import atomic_path, atomic_write_text
-from compscale.train.checkpoint import (CHECKPOINT_NAME, load_checkpoint, read_weights_spec, save_checkpoint,
-                                        spec_mismatch)
+from compscale.train.checkpoint import (CHECKPOINT_NAME, load_checkpoint, read_weights_spec,
+                                        remove_stale_temporaries, save_checkpoint, spec_mismatch)
 from compscale.train.config import TrainConfig
 from compscale.train.distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, derive_seed,
                                          init_distributed, shutdown)
@@ -269,6 +269,8 @@ class _Run:
 
     def _resume(self) -> None:
         path = self.out / CHECKPOINT_NAME
+        if self.info.is_main:
+            remove_stale_temporaries(self.out)  # a run killed while checkpointing leaves its unrenamed file
         if not path.is_file():
             return  # nothing saved yet (killed before the first checkpoint): start from the beginning
         state = load_checkpoint(path)

@@ -1,0 +1,186 @@
+"""The seed's second question as commands: `compscale study cardinality` and `compscale study families`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from compscale.commands._util import finite_float, render_table
+from compscale.errors import UserError
+
+STUDIES = ("cardinality", "families")
+
+#: ``--quick``: the forms the tests run (digits, tiny models, one epoch, two seeds, a few hundred images).
+QUICK = {"data": "digits", "epochs": 1, "seeds": 2, "limit_train": 192, "limit_test": 120, "batch_size": 32,
+         "latency_repeats": 3}
+#: Defaults of a full run.
+FULL = {"epochs": 3, "seeds": 2, "limit_train": None, "limit_test": None, "batch_size": 64, "latency_repeats": 20}
+
+
+def _levels(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r} (e.g. 1,2)") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"levels must be positive numbers, got {text!r}")
+    return values
+
+
+def _settings(args: argparse.Namespace):
+    from compscale.studies import StudySettings
+
+    base = dict(QUICK if args.quick else FULL)
+    given = {k: getattr(args, k) for k in ("data", "epochs", "seeds", "limit_train", "limit_test", "batch_size",
+                                           "latency_repeats") if getattr(args, k, None) is not None}
+    base.update(given)
+    if not base.get("data"):
+        raise UserError(f"compscale study {args.study}: give --data DATA (digits, fashion-mnist or an image folder)"
+                        " or --quick")
+    out = Path(args.out or f"runs/study-{args.study}{'-quick' if args.quick else ''}")
+    optional = {k: getattr(args, k) for k in ("lr", "optimizer", "resolution") if getattr(args, k) is not None}
+    return StudySettings(out=out, workers=args.workers, threads=args.threads, storage=args.storage, quick=args.quick,
+                         **base, **optional)
+
+
+class _Progress:
+    """A tqdm bar over the study's jobs (stderr), and one line per finished job."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.bar = None
+        self.quiet = quiet
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        if event == "start":
+            print(f"compscale: {info['jobs']} jobs (models x seeds), {info['done']} already done, "
+                  f"{info['workers']} worker(s)", file=sys.stderr)
+            self.bar = tqdm(total=info["jobs"], initial=info["done"], unit="job", file=sys.stderr, leave=False,
+                            dynamic_ncols=True)
+        elif event == "job" and self.bar is not None:
+            self.bar.n = info["done"]
+            accuracy = "-" if info["accuracy"] is None else f"{100 * info['accuracy']:.1f}%"
+            self.bar.set_postfix_str(f"{info['model']} seed {info['seed']}: {accuracy}")
+            self.bar.refresh()
+        elif event == "latency":
+            self.close()
+            print(f"compscale: timing {info['models']} models (batch 1, one thread)", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    if args.join:
+        from compscale.studies.common import join_worker
+
+        if not args.storage:
+            raise UserError("--join needs --storage URL (the study's database)")
+        out = Path(args.out or f"runs/study-{args.study}")
+        join_worker(args.study, args.storage, out, args.threads or 1)
+        return 0
+    settings = _settings(args)
+    progress = _Progress(args.json)
+    try:
+        if args.study == "cardinality":
+            from compscale.studies.cardinality import run
+
+            payload = run(settings, budget=args.budget, progress=progress)
+        else:
+            from compscale.studies.families import run
+
+            payload = run(settings, levels=args.levels, progress=progress)
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+        return 0
+    _print_summary(payload)
+    out = Path(settings.out)
+    print(f"\n{args.study}.json, {args.study}.png and section.md in {out} ({payload['seconds']:.0f} s)")
+    return 0
+
+
+def _print_summary(payload: dict[str, Any]) -> None:
+    def acc(b: Any) -> str:
+        return "-" if not b else f"{100 * b['mean']:.2f} ± {100 * b['std']:.2f}"
+
+    def dev(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:+.1f}%"
+
+    def m(v: Any) -> str:
+        return f"{v / 1e6:.2f}M"
+
+    if payload["study"] == "cardinality":
+        cols = [("dimension", "spent on", str), ("label", "CxD blocks", str), ("macs", "MACs", m),
+                ("deviation", "vs target", dev), ("params", "params", lambda v: f"{v / 1e3:.1f}k"),
+                ("accuracy", "top-1 % (mean ± std)", acc)]
+        print(render_table(payload["models"], cols))
+        print(f"\nranking at {payload['budget']:g}x cost: {' > '.join(payload['ranking'])}"
+              + ("" if payload["winner_separated"] else " (first two within the seed noise)"))
+    else:
+        cols = [("name", "model", str), ("macs", "MACs", m), ("deviation", "vs target", dev),
+                ("params", "params", lambda v: f"{v / 1e3:.1f}k"),
+                ("activations", "activations", lambda v: f"{v / 1e3:.1f}k"),
+                ("latency_ms", "latency ms", lambda v: f"{v:.2f}"), ("accuracy", "top-1 % (mean ± std)", acc)]
+        print(render_table(sorted(payload["models"], key=lambda r: (r["level"], r["family"])), cols))
+    if not payload["all_within_tolerance"]:
+        print(f"warning: some models are more than {100 * payload['tolerance']:.0f}% off their target cost",
+              file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="digits, fashion-mnist, or an ImageFolder directory")
+    p.add_argument("--quick", action="store_true",
+                   help="the small form the tests run: digits, 1 epoch, 2 seeds, a few hundred images")
+    p.add_argument("--seeds", type=int, help="training seeds per model (default 2)")
+    p.add_argument("--epochs", type=int, help="epochs per job (default 3; --quick: 1)")
+    p.add_argument("--limit-train", dest="limit_train", type=_positive_int, help="train on a fixed subset")
+    p.add_argument("--limit-test", dest="limit_test", type=_positive_int, help="evaluate on a fixed subset")
+    p.add_argument("--batch-size", dest="batch_size", type=_positive_int)
+    p.add_argument("--lr", type=finite_float, help="learning rate (default 0.05)")
+    p.add_argument("--optimizer", choices=("sgd", "rmsproptf", "adamw"), help="default sgd (momentum 0.9), cosine")
+    p.add_argument("--resolution", type=int, help="input side of every model (default 32)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="training processes on this machine (each with max(1, 2 // N) threads)")
+    p.add_argument("--threads", type=_positive_int, help="torch threads per worker")
+    p.add_argument("--storage", help="study database URL (default sqlite:///OUT/study.db; postgresql://... to "
+                                     "share the queue with other machines, which run the same command with --join)")
+    p.add_argument("--latency-repeats", dest="latency_repeats", type=_positive_int, help=argparse.SUPPRESS)
+    p.add_argument("--out", help="output folder (default runs/study-NAME)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--join", action="store_true", help="work on an existing study's queue (another machine)")
+    p.set_defaults(func=cmd_study)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="trained comparisons: ResNeXt cardinality vs depth vs width; ResNeXt vs "
+                                     "Inception-ResNet at matched cost")
+    studies = p.add_subparsers(dest="study", metavar="STUDY", parser_class=type(p))
+    studies.required = True
+    c = studies.add_parser("cardinality", help="ResNeXt at equal multiply-adds: more paths, wider paths, or more blocks")
+    _common(c)
+    c.add_argument("--budget", type=finite_float, default=2.0,
+                   help="the variants' cost as a multiple of the baseline's (default 2, the paper's Table 4)")
+    f = studies.add_parser("families", help="ResNeXt vs Inception-ResNet (and EfficientNet) at matched cost levels")
+    _common(f)
+    f.add_argument("--levels", type=_levels, default=(1.0, 2.0),
+                   help="cost levels as multiples of resnext_tiny's multiply-adds (default 1,2)")

@@ -1,0 +1,219 @@
+"""Step 2 of the paper's method, and the test of its central claim (Figures 3 and 4).
+
+With α, β, γ fixed, the baseline is scaled by each φ; beside every compound model stand depth-only,
+width-only and resolution-only models scaled to the *same realized multiply-adds*. Each is trained with
+several seeds; the result is accuracy against cost per strategy, with its noise, and a plain verdict of
+whether compound scaling won on this data — whichever way it falls. Result: ``OUT/sweep.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from compscale.compound import scale
+from compscale.errors import UserError
+from compscale.io import atomic_write_text
+from compscale.scaling import CompoundScaling
+from compscale.search.dimensions import SINGLE_DIMENSIONS, match_dimension
+from compscale.search.objective import train_spec
+from compscale.search.runner import RunSettings, data_aware_base, open_run, settings_dict, spawn_workers, work
+from compscale.search.study import job_results
+from compscale.specs import ModelSpec
+
+STRATEGIES = ("compound",) + SINGLE_DIMENSIONS
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One model of the sweep: a strategy at a φ, its realized cost and how far it is from the target."""
+
+    strategy: str  # "baseline", "compound", "depth", "width" or "resolution"
+    phi: float
+    spec: ModelSpec
+    macs: int
+    params: int
+    target_macs: int
+    multiplier: float | None = None  # the single dimension's multiplier
+
+    @property
+    def deviation(self) -> float:
+        return self.macs / self.target_macs - 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "phi": self.phi, "macs": self.macs, "params": self.params,
+                "target_macs": self.target_macs, "deviation": self.deviation, "multiplier": self.multiplier,
+                "resolution": self.spec.resolution, "stages": self.spec.stage_table()}
+
+
+def plan_sweep(base: ModelSpec, scaling: CompoundScaling, phis: Sequence[float],
+               strategies: Sequence[str] = STRATEGIES) -> list[SweepPoint]:
+    """The models of the sweep: the baseline once, then per φ > 0 the compound model and the
+    single-dimension models matched to its realized multiply-adds."""
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        raise UserError(f"unknown strategy {unknown[0]!r}; use {', '.join(STRATEGIES)}")
+    if not phis or any(p < 0 for p in phis):
+        raise UserError("give one or more phi values >= 0")
+    base_cost = scale(base, 0.0, scaling)
+    points = [SweepPoint("baseline", 0.0, base, base_cost.macs, base_cost.params, base_cost.macs)]
+    for phi in sorted({float(p) for p in phis if p > 0}):
+        compound = scale(base, phi, scaling)
+        if "compound" in strategies:
+            points.append(SweepPoint("compound", phi, compound.spec, compound.macs, compound.params, compound.macs))
+        for dim in SINGLE_DIMENSIONS:
+            if dim in strategies:
+                m = match_dimension(base, dim, compound.macs)
+                points.append(SweepPoint(dim, phi, m.spec, m.macs, m.params, compound.macs, m.multiplier))
+    return points
+
+
+def _verdict(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per φ: did the compound model beat the best single-dimension model by more than the noise?"""
+    lines, wins, losses = [], 0, 0
+    for phi in sorted({p["phi"] for p in points if p["phi"] > 0}):
+        at = {p["strategy"]: p for p in points if p["phi"] == phi and p["accuracy_mean"] is not None}
+        if "compound" not in at or len(at) < 2:
+            continue
+        c = at["compound"]
+        best = max((p for s, p in at.items() if s != "compound"), key=lambda p: p["accuracy_mean"])
+        gap = c["accuracy_mean"] - best["accuracy_mean"]
+        noise = max(c["accuracy_std"] or 0.0, best["accuracy_std"] or 0.0)
+        if min(len(c["accuracies"]), len(best["accuracies"])) < 2:
+            # One seed gives no noise estimate: say which was higher, but call it a tie.
+            word = f"{'ahead' if gap > 0 else 'behind'} with one seed (no noise estimate: not a result)"
+        elif gap > noise:
+            wins += 1
+            word = "won"
+        elif -gap > noise:
+            losses += 1
+            word = "lost"
+        else:
+            word = "tied (within the seed noise)"
+        lines.append(f"phi={phi:g}: compound {c['accuracy_mean']:.2%} vs best single dimension "
+                     f"({best['strategy']}) {best['accuracy_mean']:.2%}: {word}, gap {gap:+.2%}, noise ±{noise:.2%}")
+    off = [f"{p['strategy']} at phi={p['phi']:g} ({p['deviation']:+.0%})" for p in points
+           if p["phi"] > 0 and abs(p["deviation"]) > 0.10]
+    if off:
+        # Rounding can leave no single-dimension model near the target: say so rather than hide it.
+        lines.append("not matched within 10% of the compound model's multiply-adds (rounding leaves no closer "
+                     "model): " + ", ".join(off))
+    if not lines:
+        summary = "not enough results to compare strategies"
+    elif wins and not losses:
+        summary = "compound scaling beat every single-dimension scaling at equal realized FLOPs on this data"
+    elif losses and not wins:
+        summary = "compound scaling did NOT beat single-dimension scaling at equal realized FLOPs on this data"
+    else:
+        summary = "mixed: compound scaling did not consistently beat single-dimension scaling on this data"
+    return {"summary": summary, "details": lines, "wins": wins, "losses": losses}
+
+
+def degenerate_note(alpha: float, beta: float, gamma: float) -> str | None:
+    """When the coefficients grow only one dimension, "compound" is that single-dimension model."""
+    grown = [name for name, v in (("depth", alpha), ("width", beta), ("resolution", gamma)) if v > 1.0]
+    if len(grown) == 1:
+        return (f"alpha={alpha:g}, beta={beta:g}, gamma={gamma:g} grow only {grown[0]}: here the compound model is a "
+                f"{grown[0]}-only model, so the comparison with {grown[0]} scaling is of the same architecture.")
+    if not grown:
+        return "alpha = beta = gamma = 1: nothing is scaled."
+    return None
+
+
+def run_sweep(
+    settings: RunSettings,
+    scaling: CompoundScaling,
+    phis: Sequence[float] = (0, 1, 2),
+    seeds: int = 2,
+    strategies: Sequence[str] = STRATEGIES,
+    argv: Sequence[str] = (),
+    on_trial: Callable[[dict[str, Any], int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train every sweep point with ``seeds`` seeds (resumable, parallel); returns what ``sweep.json`` holds."""
+    settings.validate()
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    base = data_aware_base(settings.base, settings.data, settings.resolution)
+    points = plan_sweep(base, scaling, phis, strategies)
+    jobs = [(i, settings.seed + s) for i in range(len(points)) for s in range(seeds)]
+    fingerprint = {"kind": "sweep", **settings_dict(settings), "base_spec": base.to_dict(),
+                   "scaling": [scaling.alpha, scaling.beta, scaling.gamma], "phis": sorted(set(map(float, phis))),
+                   "seeds": seeds, "strategies": list(strategies)}
+    study, options = open_run("sweep", settings, fingerprint,
+                              [{"strategy": points[i].strategy, "phi": points[i].phi, "seed": seed} for i, seed in jobs],
+                              exhaustive=True)
+    out = Path(settings.out)
+    extra = [] if settings.join else spawn_workers(argv, settings.workers - 1, options.study_name,
+                                                   settings.worker_threads()) if argv else []
+
+    def evaluate(index: int, report_epoch) -> float:
+        point, seed = points[jobs[index][0]], jobs[index][1]
+        folder = out / "runs" / f"{point.strategy}-phi{point.phi:g}-seed{seed}"
+        return float(train_spec(point.spec, settings.data, folder, settings.epochs, seed, report_epoch,
+                                **settings.train_options())["top1"])
+
+    def trial_done(info: dict[str, Any]) -> None:
+        if on_trial is not None:
+            done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+            on_trial(info, done, len(jobs))
+
+    work(study, len(jobs), evaluate, settings, trial_done, extra)
+    accuracies: dict[int, list[float]] = {}
+    for row in job_results(study):
+        if row["state"] == "complete" and row["accuracy"] is not None:
+            accuracies.setdefault(jobs[row["job"]][0], []).append(row["accuracy"])
+    rows = []
+    for i, point in enumerate(points):
+        accs = accuracies.get(i, [])
+        rows.append({**point.as_dict(), "accuracies": accs,
+                     "accuracy_mean": statistics.fmean(accs) if accs else None,
+                     "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None)})
+    verdict = _verdict(rows)
+    note = degenerate_note(scaling.alpha, scaling.beta, scaling.gamma)
+    if note:
+        verdict["details"].append(note)
+    result = {"alpha": scaling.alpha, "beta": scaling.beta, "gamma": scaling.gamma, "phis": sorted(set(map(float, phis))),
+              "seeds": seeds, "epochs": settings.epochs, "data": settings.data, "points": rows,
+              "verdict": verdict, "study": {"name": options.study_name}}
+    if not settings.join:
+        atomic_write_text(out / "sweep.json", json.dumps(result, indent=2))
+        plot_sweep(result, out / "sweep.png")
+    return result
+
+
+def plot_sweep(result: dict[str, Any], path: str | Path) -> None:
+    """Accuracy against realized multiply-adds per strategy (the data of the paper's Figures 3 and 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from compscale.io import atomic_path
+
+    colors = {"compound": "tab:red", "depth": "tab:blue", "width": "tab:green", "resolution": "tab:orange"}
+    base = next((p for p in result["points"] if p["strategy"] == "baseline"), None)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for strategy, color in colors.items():
+        pts = sorted((p for p in result["points"] if p["strategy"] == strategy and p["accuracy_mean"] is not None),
+                     key=lambda p: p["macs"])
+        if base is not None and base["accuracy_mean"] is not None:
+            pts = [base] + pts
+        if len(pts) < 2:
+            continue
+        xs = [p["macs"] / 1e6 for p in pts]
+        ys = [100 * p["accuracy_mean"] for p in pts]
+        es = [100 * (p["accuracy_std"] or 0.0) for p in pts]
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=color, label=strategy)
+    ax.set_xlabel("realized multiply-adds (millions)")
+    ax.set_ylabel(f"top-1 % on {result['data']} (mean ± std, {result['seeds']} seeds)")
+    ax.set_title(f"Scaling strategies at equal FLOPs (alpha={result['alpha']:g}, beta={result['beta']:g}, "
+                 f"gamma={result['gamma']:g})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

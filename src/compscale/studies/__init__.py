@@ -1,0 +1,12 @@
+"""Studies that answer the seed's questions with trained models: ResNeXt's cardinality against depth and
+width at equal cost (:mod:`~compscale.studies.cardinality`), and ResNeXt against Inception-ResNet (with
+EfficientNet for reference) at matched cost levels (:mod:`~compscale.studies.families`).
+
+Both train every model × seed through the resumable Optuna job queue of :mod:`compscale.search.study`
+(parallel workers, several machines through one PostgreSQL URL) and write JSON, a PNG and a markdown
+section for the report.
+"""
+
+from compscale.studies.common import MATCH_TOLERANCE, StudySettings
+
+__all__ = ["MATCH_TOLERANCE", "StudySettings"]
