@@ -143,6 +143,35 @@ class MBConv(nn.Module):
         return out
 
 
+class PooledClassifier:
+    """The head API shared by networks that end in global average pooling → dropout → linear classifier.
+
+    The network provides ``pool``, ``dropout``, ``classifier``, ``num_features``, ``features_only``,
+    ``forward_features`` (the last maps before pooling) and ``forward_stages`` (per-stage maps).
+    """
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.dropout(self.pool(x).flatten(1))
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_stages(x)
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh classifier for ``num_classes`` (transfer learning); 0 makes the model a feature extractor."""
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            self.init_classifier(self.classifier)
+
+    def init_classifier(self, linear: nn.Linear) -> None:
+        """How a new classifier is initialised (PyTorch's default unless a family says otherwise)."""
+
+
 def init_weights_tf(module: nn.Module) -> None:
     """The official TF initialisation: conv ~ N(0, √(2/fan_out)), dense ~ U(±1/√out), BN γ=1, β=0."""
     for m in module.modules():

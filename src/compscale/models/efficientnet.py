@@ -11,7 +11,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from compscale.models.blocks import ConvNormAct, MBConv, init_weights_tf
+from compscale.models.blocks import ConvNormAct, MBConv, PooledClassifier, init_weights_tf
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
 from compscale.scaling import EFFICIENTNET_COEFFICIENTS, EFFICIENTNET_LITE_COEFFICIENTS, CompoundScaling
@@ -21,7 +21,7 @@ from compscale.specs import EfficientNetSpec
 TF_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(PooledClassifier, nn.Module):
     """stem conv3×3/2 → MBConv stages → conv1×1 head → global average pool → dropout → classifier.
 
     ``features_only=True`` drops the head and classifier; the forward then returns each stage's output.
@@ -78,30 +78,15 @@ class EfficientNet(nn.Module):
             maps.append(x)
         return maps
 
+    def init_classifier(self, linear: nn.Linear) -> None:
+        init_weights_tf(linear)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The head's feature map before pooling (the maps a class activation map is made of)."""
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
         return self.head(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(self.pool(x).flatten(1))
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_stages(x)
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` (transfer learning); 0 makes the model a feature extractor."""
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            init_weights_tf(self.classifier)
 
 
 @build_model.register

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from compscale.errors import UserError
+from compscale.models.blocks import PooledClassifier
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
 from compscale.specs.inception_resnet import InceptionResNetV2Spec
@@ -212,7 +213,7 @@ class InceptionResNetStem(nn.Module):
         return self.forward_taps(x)[2]
 
 
-class InceptionResNetV2(nn.Module):
+class InceptionResNetV2(PooledClassifier, nn.Module):
     """stem → Mixed_5b → A×10 → Reduction-A → B×20 → Reduction-B → C×9 → C (scale 1, no ReLU) → 1×1 → 1536
     → global average pool → dropout → FC.
 
@@ -280,22 +281,6 @@ class InceptionResNetV2(nn.Module):
         x = self.blocks_b(self.mixed_6a(x))
         x = self.block_c_final(self.blocks_c(self.mixed_7a(x)))
         return self.head(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(self.pool(x).flatten(1))
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_stages(x)
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` (transfer learning); 0 makes the model a feature extractor."""
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
 @build_model.register

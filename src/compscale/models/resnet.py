@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from compscale.errors import UserError
-from compscale.models.blocks import ConvNormAct, DropPath
+from compscale.models.blocks import ConvNormAct, DropPath, PooledClassifier
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
 from compscale.specs.resnet import ResNetSpec, resnet_spec
@@ -202,7 +202,7 @@ def convert_aggregation(src: nn.Module, dst: nn.Module) -> nn.Module:
 # --- the network ---------------------------------------------------------------------------------------
 
 
-class ResNet(nn.Module):
+class ResNet(PooledClassifier, nn.Module):
     """stem conv7×7/2 → max-pool 3×3/2 → four bottleneck stages → global average pool → dropout → FC.
 
     ``features_only=True`` drops the classifier; the forward then returns each stage's output (strides
@@ -284,22 +284,6 @@ class ResNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(self.pool(x).flatten(1))
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_stages(x)
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` (transfer learning); 0 makes the model a feature extractor."""
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
 @build_model.register
