@@ -162,3 +162,32 @@ def test_search_bad_input(tiny, tmp_path, capsys, extra, fragment):
 def test_unknown_base(tmp_path, capsys):
     assert main(["search", "--base", "efficientnet_b99", "--data", "digits", "--out", str(tmp_path)]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_killing_one_of_two_workers_at_a_random_point(tiny, tmp_path):
+    """The study still completes, every candidate trained exactly once to the end, and the storage is sound."""
+    import random
+
+    import optuna
+
+    out = tmp_path / "two"
+    args = [sys.executable, "-m", "compscale", *_search_args(tiny, out, "--heartbeat", "1", "--exhaustive", "--workers",
+                                                             "2", epochs=1)]
+    main_proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    deadline = time.monotonic() + 60
+    joiner = None
+    while joiner is None and time.monotonic() < deadline:
+        ps = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(main_proc.pid)], capture_output=True, text=True)
+        joiner = next((int(line.split()[0]) for line in ps.stdout.splitlines() if "--join" in line), None)
+        time.sleep(0.1)
+    assert joiner, "the second worker did not start"
+    time.sleep(random.Random().uniform(1.0, 4.0))
+    os.kill(joiner, signal.SIGKILL)
+    _, err = main_proc.communicate(timeout=300)
+    assert main_proc.returncode == 0, err
+    result = json.loads((out / "search.json").read_text())
+    _check_each_candidate_once(result)
+    assert all(t["state"] in ("complete", "fail") for t in result["trials"])
+    storage = f"sqlite:///{out / 'study.db'}"
+    study = optuna.load_study(study_name=result["study"]["name"], storage=storage)
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "compscale.commands.train",
     "compscale.commands.table",
     "compscale.commands.search",
+    "compscale.commands.study_vision",
     "compscale.commands.study",
 ]
 

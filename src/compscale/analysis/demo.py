@@ -36,10 +36,10 @@ class DemoPlan:
     search_limit_train: int = 3000
     holdout: int = 1000
     grid_step: float = 0.05
-    sweep_epochs: int = 2
-    sweep_limit_train: int = 4000
+    sweep_epochs: int = 3
+    sweep_limit_train: int = 5000
     limit_test: int = 1000
-    seeds: int = 2
+    seeds: int = 3
     phis: tuple[float, ...] = (0.0, 1.0, 2.0)
     batch_size: int = 64
 

@@ -118,16 +118,19 @@ def spawn_workers(argv: Sequence[str], count: int, study: str, threads: int) -> 
 def work(study, num_jobs: int, evaluate: Callable[[int, Callable[[float, int], None]], float],
          settings: RunSettings, on_trial: Callable[[dict[str, Any]], None] | None = None,
          extra_workers: list[subprocess.Popen] | None = None) -> int:
-    """Run jobs here until the queue is empty, then wait for the local extra workers."""
+    """Run jobs here until the queue is empty, then wait for the local extra workers.
+
+    The first worker stays until every job is done, waiting out the stale trials of workers that died (they
+    go back to the queue), so a killed extra worker costs only its current job; joiners leave early.
+    """
     try:
-        # The first worker stays until every job is done (waiting out others' stale trials); joiners leave early.
         ran = run_worker(study, num_jobs, evaluate, settings.heartbeat, on_trial, wait_for_running=not settings.join)
-    finally:
+    except BaseException:
         for proc in extra_workers or []:
-            proc.wait()
-    failed = [p.returncode for p in extra_workers or [] if p.returncode not in (0, None)]
-    if failed:
-        raise UserError(f"{len(failed)} worker process(es) failed (exit {failed[0]}); run the command again to resume")
+            proc.kill()
+        raise
+    for proc in extra_workers or []:
+        proc.wait()
     return ran
 
 

@@ -73,7 +73,7 @@ def plan_sweep(base: ModelSpec, scaling: CompoundScaling, phis: Sequence[float],
 
 def _verdict(points: list[dict[str, Any]]) -> dict[str, Any]:
     """Per φ: did the compound model beat the best single-dimension model by more than the noise?"""
-    lines, wins, losses = [], 0, 0
+    lines, wins, losses, ties = [], 0, 0, 0
     for phi in sorted({p["phi"] for p in points if p["phi"] > 0}):
         at = {p["strategy"]: p for p in points if p["phi"] == phi and p["accuracy_mean"] is not None}
         if "compound" not in at or len(at) < 2:
@@ -85,6 +85,7 @@ def _verdict(points: list[dict[str, Any]]) -> dict[str, Any]:
         if min(len(c["accuracies"]), len(best["accuracies"])) < 2:
             # One seed gives no noise estimate: say which was higher, but call it a tie.
             word = f"{'ahead' if gap > 0 else 'behind'} with one seed (no noise estimate: not a result)"
+            ties += 1
         elif gap > noise:
             wins += 1
             word = "won"
@@ -93,6 +94,7 @@ def _verdict(points: list[dict[str, Any]]) -> dict[str, Any]:
             word = "lost"
         else:
             word = "tied (within the seed noise)"
+            ties += 1
         lines.append(f"phi={phi:g}: compound {c['accuracy_mean']:.2%} vs best single dimension "
                      f"({best['strategy']}) {best['accuracy_mean']:.2%}: {word}, gap {gap:+.2%}, noise ±{noise:.2%}")
     off = [f"{p['strategy']} at phi={p['phi']:g} ({p['deviation']:+.0%})" for p in points
@@ -103,13 +105,14 @@ def _verdict(points: list[dict[str, Any]]) -> dict[str, Any]:
                      "model): " + ", ".join(off))
     if not lines:
         summary = "not enough results to compare strategies"
-    elif wins and not losses:
+    elif wins and not losses and not ties:
         summary = "compound scaling beat every single-dimension scaling at equal realized FLOPs on this data"
-    elif losses and not wins:
-        summary = "compound scaling did NOT beat single-dimension scaling at equal realized FLOPs on this data"
+    elif losses and not wins and not ties:
+        summary = "compound scaling lost to single-dimension scaling at equal realized FLOPs on this data"
     else:
-        summary = "mixed: compound scaling did not consistently beat single-dimension scaling on this data"
-    return {"summary": summary, "details": lines, "wins": wins, "losses": losses}
+        summary = (f"compound scaling won at {wins}, tied at {ties} and lost at {losses} of the {wins + ties + losses} "
+                   "phi values against the best single-dimension scaling at equal realized FLOPs on this data")
+    return {"summary": summary, "details": lines, "wins": wins, "losses": losses, "ties": ties}
 
 
 def degenerate_note(alpha: float, beta: float, gamma: float) -> str | None:
