@@ -192,6 +192,15 @@ def test_amoebanet_small_runs_and_scales(genotype):
     bigger = spec.scaled(ScaleFactors(depth=2.0, width=2.0))
     assert (bigger.cells_per_stack, bigger.filters) == (2, 32)
     assert profile(create_model(bigger), 75).params > 3 * profile(model, 75).params
+    # The shared head API: class activation maps and transfer learning work on these families too.
+    from compscale.analysis.cam import activation_map
+
+    x = torch.randn(1, 3, 75, 75)
+    with torch.no_grad():
+        assert torch.allclose(model.forward_head(model.forward_features(x)), model(x))
+    cam = activation_map(model, x, target=3)
+    assert cam.map.shape == (75, 75) and cam.target == 3 and 0 <= cam.map.min() and cam.map.max() <= 1
+    assert model.get_classifier() is model.classifier
 
 
 @pytest.mark.parametrize("name", [r[0] for r in PAPER_ROWS])

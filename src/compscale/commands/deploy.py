@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from compscale.commands._util import render_table
+from compscale.commands._util import positive_int, render_table
 from compscale.errors import UserError
 
 #: --backend choice → (our path, the peer's path): the peer's counterpart of "best" and "onnxruntime" is
@@ -17,16 +17,6 @@ BACKEND_PAIRS = {
     "onnxruntime": ("onnxruntime", "onnxruntime_default"),
     "best": ("best", "onnxruntime_default"),
 }
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return value
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -99,8 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
     p.add_argument("--weights", help="safetensors or .pth state dict (any registered layout) to load first")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding convolutions")
-    p.add_argument("--resolution", type=_positive_int, help="input side in pixels (default: the model's)")
-    p.add_argument("--batch", type=_positive_int, default=1, help="batch size traced (default 1)")
+    p.add_argument("--resolution", type=positive_int, help="input side in pixels (default: the model's)")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size traced (default 1)")
     p.add_argument("--static-batch", action="store_true", help="ONNX: fix the batch size (faster in ONNX Runtime)")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--json", action="store_true")
@@ -108,12 +98,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="time inference paths, interleaved, optionally against timm or torchvision")
     p.add_argument("models", nargs="+", metavar="MODEL")
-    p.add_argument("--batch", type=_positive_int, default=1)
-    p.add_argument("--threads", type=_positive_int, help="intra-op threads (torch and ONNX Runtime)")
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--threads", type=positive_int, help="intra-op threads (torch and ONNX Runtime)")
     p.add_argument("--backend", choices=tuple(BACKEND_PAIRS), default="best")
     p.add_argument("--vs", choices=("timm", "torchvision"), help="peer library, timed in the same run")
-    p.add_argument("--resolution", type=_positive_int)
-    p.add_argument("--repeats", type=_positive_int, default=10)
-    p.add_argument("--warmup", type=_positive_int, default=2)
+    p.add_argument("--resolution", type=positive_int)
+    p.add_argument("--repeats", type=positive_int, default=10)
+    p.add_argument("--warmup", type=positive_int, default=2)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)

@@ -8,34 +8,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compscale.commands._util import finite_float, render_table
+from compscale.commands._util import finite_float, integer, render_table
 from compscale.errors import UserError
-
-
-def _pos_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    return value
 
 
 def _add_run_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     p.add_argument("--base", default="efficientnet_b0", help="baseline: a registered model or a spec file")
     p.add_argument("--data", required=True, help="fashion-mnist, digits, or an ImageFolder directory")
-    p.add_argument("--resolution", type=_pos_int, help="baseline input side (default: the model's)")
-    p.add_argument("--epochs", type=_pos_int, default=default_epochs, help="epochs per job")
-    p.add_argument("--seed", type=_pos_int, default=0)
-    p.add_argument("--batch-size", type=_pos_int, default=64)
+    p.add_argument("--resolution", type=integer, help="baseline input side (default: the model's)")
+    p.add_argument("--epochs", type=integer, default=default_epochs, help="epochs per job")
+    p.add_argument("--seed", type=integer, default=0)
+    p.add_argument("--batch-size", type=integer, default=64)
     p.add_argument("--lr", type=finite_float)
     p.add_argument("--warmup-epochs", type=finite_float, default=0.25)
-    p.add_argument("--limit-train", type=_pos_int, help="train on a fixed subset of N images")
-    p.add_argument("--limit-test", type=_pos_int, help="evaluate on a fixed subset of N images")
+    p.add_argument("--limit-train", type=integer, help="train on a fixed subset of N images")
+    p.add_argument("--limit-test", type=integer, help="evaluate on a fixed subset of N images")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite file in OUT); postgresql://... for many machines")
     p.add_argument("--study", help="study name (default: derived from the settings)")
-    p.add_argument("--workers", type=_pos_int, default=1, help="local worker processes")
-    p.add_argument("--threads", type=_pos_int, help="torch threads per worker (default: cores / workers)")
-    p.add_argument("--heartbeat", type=_pos_int, default=10, help="seconds; a silent worker's job is retried after 3")
+    p.add_argument("--workers", type=integer, default=1, help="local worker processes")
+    p.add_argument("--threads", type=integer, help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--heartbeat", type=integer, default=10, help="seconds; a silent worker's job is retried after 3")
     p.add_argument("--join", action="store_true", help="only work on an existing study's queue (other machines)")
     p.add_argument("--out", help="output folder")
     p.add_argument("--json", action="store_true")
@@ -160,7 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gamma-range", type=finite_float, nargs=2, default=(1.0, 1.5), metavar=("LO", "HI"))
     p.add_argument("--target", type=finite_float, default=2.0, help="realized FLOPs ratio at phi=1")
     p.add_argument("--tolerance", type=finite_float, default=0.1)
-    p.add_argument("--holdout", type=_pos_int, help="held-out training images to select on (default 20%%)")
+    p.add_argument("--holdout", type=integer, help="held-out training images to select on (default 20%%)")
     p.add_argument("--exhaustive", action="store_true", help="train every candidate to the end (no pruning)")
     p.set_defaults(func=cmd_search)
 
@@ -173,6 +165,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=finite_float, default=0.1)
     p.add_argument("--no-constraint", action="store_true")
     p.add_argument("--phis", type=finite_float, nargs="+", default=[0.0, 1.0, 2.0])
-    p.add_argument("--seeds", type=_pos_int, default=2)
+    p.add_argument("--seeds", type=integer, default=2)
     p.add_argument("--strategies", nargs="+", default=["compound", "depth", "width", "resolution"])
     p.set_defaults(func=cmd_sweep)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compscale.commands._util import finite_float, render_table
+from compscale.commands._util import finite_float, positive_int, render_table
 from compscale.errors import UserError
 
 STUDIES = ("cardinality", "families")
@@ -137,34 +137,24 @@ def _print_summary(payload: dict[str, Any]) -> None:
               file=sys.stderr)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="digits, fashion-mnist, or an ImageFolder directory")
     p.add_argument("--quick", action="store_true",
                    help="the small form the tests run: digits, 1 epoch, 2 seeds, a few hundred images")
     p.add_argument("--seeds", type=int, help="training seeds per model (default 2)")
     p.add_argument("--epochs", type=int, help="epochs per job (default 3; --quick: 1)")
-    p.add_argument("--limit-train", dest="limit_train", type=_positive_int, help="train on a fixed subset")
-    p.add_argument("--limit-test", dest="limit_test", type=_positive_int, help="evaluate on a fixed subset")
-    p.add_argument("--batch-size", dest="batch_size", type=_positive_int)
+    p.add_argument("--limit-train", dest="limit_train", type=positive_int, help="train on a fixed subset")
+    p.add_argument("--limit-test", dest="limit_test", type=positive_int, help="evaluate on a fixed subset")
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int)
     p.add_argument("--lr", type=finite_float, help="learning rate (default 0.05)")
     p.add_argument("--optimizer", choices=("sgd", "rmsproptf", "adamw"), help="default sgd (momentum 0.9), cosine")
     p.add_argument("--resolution", type=int, help="input side of every model (default 32)")
-    p.add_argument("--workers", type=_positive_int, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="training processes on this machine (each with max(1, 2 // N) threads)")
-    p.add_argument("--threads", type=_positive_int, help="torch threads per worker")
+    p.add_argument("--threads", type=positive_int, help="torch threads per worker")
     p.add_argument("--storage", help="study database URL (default sqlite:///OUT/study.db; postgresql://... to "
                                      "share the queue with other machines, which run the same command with --join)")
-    p.add_argument("--latency-repeats", dest="latency_repeats", type=_positive_int, help=argparse.SUPPRESS)
+    p.add_argument("--latency-repeats", dest="latency_repeats", type=positive_int, help=argparse.SUPPRESS)
     p.add_argument("--out", help="output folder (default runs/study-NAME)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--join", action="store_true", help="work on an existing study's queue (another machine)")

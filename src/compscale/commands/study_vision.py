@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from compscale.commands._util import finite_float, render_table
+from compscale.commands._util import finite_float, positive_int, render_table
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -24,16 +24,6 @@ def _seeds(text: str) -> tuple[int, ...]:
     if not parts:
         raise argparse.ArgumentTypeError(f"not a seed list: {text!r}")
     return tuple(parts)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 class _Bar:
@@ -153,12 +143,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "models, scored against object masks over seeds")
     p.add_argument("--data", help="fashion-mnist (default) or digits")
     p.add_argument("--out", help="output folder (default runs/cam-study); re-running resumes the trained models")
-    p.add_argument("--epochs", type=_positive)
+    p.add_argument("--epochs", type=positive_int)
     p.add_argument("--seeds", type=_seeds, help="a list (0,1,2) or a count (3 = seeds 0,1,2); default 3")
-    p.add_argument("--limit-train", type=_positive, help="training images (a fixed subset; default 4000)")
-    p.add_argument("--limit-test", type=_positive, help="test images for the accuracy (default 2000)")
-    p.add_argument("--images", type=_positive, help="test images scored (a fixed subset; default 500)")
-    p.add_argument("--figure-images", type=_positive, help="rows of the figure (default 4)")
+    p.add_argument("--limit-train", type=positive_int, help="training images (a fixed subset; default 4000)")
+    p.add_argument("--limit-test", type=positive_int, help="test images for the accuracy (default 2000)")
+    p.add_argument("--images", type=positive_int, help="test images scored (a fixed subset; default 500)")
+    p.add_argument("--figure-images", type=positive_int, help="rows of the figure (default 4)")
     p.add_argument("--method", choices=("cam", "gradcam", "gradcam++"))
     p.add_argument("--phi", type=finite_float, help="compound coefficient of the cost target (default 2)")
     p.add_argument("--alpha", type=finite_float)
@@ -167,10 +157,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=finite_float, help="object mask: pixels above this fraction of white (0.1)")
     p.add_argument("--no-recalibrate-bn", dest="recalibrate_bn", action="store_false", default=None,
                    help="score with the engine's BatchNorm statistics (default: re-estimate them, precise BN)")
-    p.add_argument("--batch-size", type=_positive)
+    p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=finite_float)
     p.add_argument("--warmup-epochs", type=finite_float, help="learning-rate warm-up (default 1 epoch)")
-    p.add_argument("--threads", type=_positive)
+    p.add_argument("--threads", type=positive_int)
     p.add_argument("--quick", action="store_true", help="digits, 1 epoch, 2 seeds, 320 images, phi 1: seconds (tests)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cam_study)
@@ -180,17 +170,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="efficientnet_lite0 (default), lite1 or lite2: packaged ImageNet weights")
     p.add_argument("--data", help="fashion-mnist (default), digits, or an image folder")
     p.add_argument("--out", help="output folder (default runs/transfer-demo); re-running resumes")
-    p.add_argument("--resolution", type=_positive, help="input side in pixels for both runs (default 64)")
-    p.add_argument("--epochs", type=_positive)
-    p.add_argument("--limit-train", type=_positive, help="training images (default 1000)")
-    p.add_argument("--limit-test", type=_positive, help="test images (default 500)")
+    p.add_argument("--resolution", type=positive_int, help="input side in pixels for both runs (default 64)")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--limit-train", type=positive_int, help="training images (default 1000)")
+    p.add_argument("--limit-test", type=positive_int, help="test images (default 500)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--batch-size", type=_positive)
+    p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=finite_float, help="learning rate of both runs (default: the engine's)")
     p.add_argument("--head-lr", type=finite_float, help="fine-tuning: the new classifier's learning rate")
     p.add_argument("--unfreeze-after", type=int, help="fine-tuning: epochs with a frozen backbone first")
     p.add_argument("--bn-momentum", type=finite_float, help="BatchNorm momentum of both runs (default 0.1)")
-    p.add_argument("--threads", type=_positive)
+    p.add_argument("--threads", type=positive_int)
     p.add_argument("--quick", action="store_true", help="digits at 32 px, 1 epoch, 256 images (tests)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_transfer_demo)

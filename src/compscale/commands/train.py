@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compscale.commands._util import finite_float, render_table
+from compscale.commands._util import finite_float, integer, render_table
 from compscale.errors import UserError
 
 # Flags default to SUPPRESS so that only the ones given on the command line override the config file.
@@ -148,13 +148,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
-
 def _add_training_flags(p: argparse.ArgumentParser, finetune: bool) -> None:
     from compscale.data import AUGMENTS
     from compscale.train.config import OPTIMIZERS, SCHEDULES
@@ -163,15 +156,15 @@ def _add_training_flags(p: argparse.ArgumentParser, finetune: bool) -> None:
     p.add_argument("--data", default=_S, help="fashion-mnist, digits, or an ImageFolder directory")
     p.add_argument("--config", help="YAML file of TrainConfig keys (flags given here override it)")
     p.add_argument("--out", default=_S, help="output directory (default runs/MODEL-DATA)")
-    p.add_argument("--epochs", type=_int, default=_S)
-    p.add_argument("--batch-size", dest="batch_size", type=_int, default=_S, help="global batch (all processes)")
-    p.add_argument("--resolution", type=_int, default=_S, help="input side in pixels (default: the model's)")
-    p.add_argument("--seed", type=_int, default=_S)
+    p.add_argument("--epochs", type=integer, default=_S)
+    p.add_argument("--batch-size", dest="batch_size", type=integer, default=_S, help="global batch (all processes)")
+    p.add_argument("--resolution", type=integer, default=_S, help="input side in pixels (default: the model's)")
+    p.add_argument("--seed", type=integer, default=_S)
     p.add_argument("--deterministic", action="store_true", default=_S, help="deterministic kernels (bit-exact resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors if present")
-    p.add_argument("--limit-train", dest="limit_train", type=_int, default=_S, help="train on a fixed subset of N images")
-    p.add_argument("--limit-test", dest="limit_test", type=_int, default=_S, help="evaluate on a fixed subset of N images")
-    p.add_argument("--holdout", type=_int, default=_S,
+    p.add_argument("--limit-train", dest="limit_train", type=integer, default=_S, help="train on a fixed subset of N images")
+    p.add_argument("--limit-test", dest="limit_test", type=integer, default=_S, help="evaluate on a fixed subset of N images")
+    p.add_argument("--holdout", type=integer, default=_S,
                    help="evaluate on N images held out of the training set instead of the test set")
     p.add_argument("--augment", default=_S, help=f"one of {', '.join(AUGMENTS)}")
     p.add_argument("--optimizer", default=_S, help=f"one of {', '.join(OPTIMIZERS)} (rmsproptf: the paper's)")
@@ -187,18 +180,18 @@ def _add_training_flags(p: argparse.ArgumentParser, finetune: bool) -> None:
     p.add_argument("--drop-path-rate", dest="drop_path_rate", type=finite_float, default=_S, help="stochastic depth")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=_S)
     p.add_argument("--amp", action="store_true", default=_S, help="mixed precision (bf16, or fp16 on older GPUs)")
-    p.add_argument("--workers", type=_int, default=_S, help="data loader processes")
+    p.add_argument("--workers", type=integer, default=_S, help="data loader processes")
     p.add_argument("--device", default=_S, help="auto, cpu, cuda")
-    p.add_argument("--threads", type=_int, default=_S, help="CPU threads per process")
-    p.add_argument("--eval-batch-size", dest="eval_batch_size", type=_int, default=_S)
-    p.add_argument("--checkpoint-steps", dest="checkpoint_steps", type=_int, default=_S,
+    p.add_argument("--threads", type=integer, default=_S, help="CPU threads per process")
+    p.add_argument("--eval-batch-size", dest="eval_batch_size", type=integer, default=_S)
+    p.add_argument("--checkpoint-steps", dest="checkpoint_steps", type=integer, default=_S,
                    help="also checkpoint every N steps (always at each epoch's end)")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     if finetune:
         p.add_argument("--weights", default=_S, help="pretrained weights (.safetensors or a tensors-only .pth)")
         p.add_argument("--freeze-backbone", dest="freeze_backbone", action="store_true", default=_S,
                        help="train only the new classifier")
-        p.add_argument("--unfreeze-after", dest="unfreeze_after", type=_int, default=_S,
+        p.add_argument("--unfreeze-after", dest="unfreeze_after", type=integer, default=_S,
                        help="train only the classifier for N epochs, then everything")
         p.add_argument("--head-lr", dest="head_lr", type=finite_float, default=_S, help="classifier lr (default: --lr)")
 
@@ -216,10 +209,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model")
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True, help="fashion-mnist, digits, or an ImageFolder directory")
-    p.add_argument("--resolution", type=_int, help="default: the resolution recorded in the weights, else the model's")
-    p.add_argument("--batch-size", dest="batch_size", type=_int, default=128)
+    p.add_argument("--resolution", type=integer, help="default: the resolution recorded in the weights, else the model's")
+    p.add_argument("--batch-size", dest="batch_size", type=integer, default=128)
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=_int, default=0)
+    p.add_argument("--workers", type=integer, default=0)
     p.add_argument("--amp", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)

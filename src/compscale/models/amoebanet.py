@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from compscale.models.blocks import Conv2dSame
-from compscale.models.classic_layers import (ActConvBn, BranchSeparables, FactorizedReduction, SamePool,
+from compscale.models.classic_layers import (StagePooledClassifier, ActConvBn, BranchSeparables, FactorizedReduction, SamePool,
                                              kaiming_init, same_conv)
 from compscale.models.registry import build_model, register_model
 from compscale.specs.amoebanet import AmoebaNetSpec, CellGenotype
@@ -141,9 +141,11 @@ class AmoebaCell(nn.Module):
         return torch.cat(out, 1)
 
 
-class AmoebaNet(nn.Module):
+class AmoebaNet(StagePooledClassifier, nn.Module):
     """conv3×3/2 stem (BN, no ReLU) → two reduction stem cells (F/4, F/2) → 3·N normal cells with reduction
     cells before cells N and 2N (filters doubling) → ReLU → pool → dropout → FC."""
+
+    classifier_attr = "classifier"
 
     def __init__(self, spec: AmoebaNetSpec, features_only: bool = False) -> None:
         super().__init__()
@@ -168,10 +170,7 @@ class AmoebaNet(nn.Module):
             cells.append(AmoebaCell(normal, ch, ch_prev, prev_larger, int(f * scale), 1, eps))
             ch_prev, ch, prev_larger = ch, cells[-1].out_channels, False
         self.cells = nn.ModuleList(cells)
-        self.num_features = ch
-        if not features_only:
-            self.dropout = nn.Dropout(spec.dropout)
-            self.classifier = nn.Linear(ch, spec.num_classes)
+        self.make_head(ch)
         kaiming_init(self)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -184,12 +183,6 @@ class AmoebaNet(nn.Module):
             x_prev, x = x, out
         maps.append(torch.relu(x))
         return maps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        maps = self.forward_stages(x)
-        if self.features_only:
-            return maps
-        return self.classifier(self.dropout(maps[-1].mean((2, 3))))
 
 
 @build_model.register

@@ -28,10 +28,11 @@ class ConvBnAct(nn.Module):
         eps: float = 1e-3,
         act: bool = True,
         groups: int = 1,
+        momentum: float = 0.1,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels, eps=eps)
+        self.bn = nn.BatchNorm2d(out_channels, eps=eps, momentum=momentum)
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,6 +180,38 @@ class ClassifierHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(x.mean((2, 3))))
+
+
+class StagePooledClassifier:
+    """The head of the seed table's classic networks: last stage's map → global average pool → dropout →
+    linear, plus the head API the rest of compscale uses (``forward_features``, ``forward_head``,
+    ``get_classifier``). ``classifier_attr`` names the linear layer as the peer's weight layout does.
+
+    The network provides ``spec``, ``features_only`` and ``forward_stages`` (the per-stage maps).
+    """
+
+    classifier_attr = "last_linear"
+
+    def make_head(self, channels: int) -> None:
+        self.num_features = channels
+        if not self.features_only:
+            self.dropout = nn.Dropout(self.spec.dropout)
+            setattr(self, self.classifier_attr, nn.Linear(channels, self.spec.num_classes))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stages(x)[-1]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.dropout(x.mean((2, 3)))
+        return x if pre_logits else self.get_classifier()(x)
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.classifier_attr)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_stages(x)
+        return self.forward_head(self.forward_features(x))
 
 
 def kaiming_init(module: nn.Module) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from compscale.errors import UserError
 from compscale.models.blocks import PooledClassifier
+from compscale.models.classic_layers import ConvBnAct
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
 from compscale.specs.inception_resnet import InceptionResNetV2Spec
@@ -32,26 +33,12 @@ _3x3: Kernel = (3, 1, 1)
 _3x3_S2: Kernel = (3, 2, 0)
 
 
-class BasicConv(nn.Module):
+class BasicConv(ConvBnAct):
     """conv (no bias) → BatchNorm (eps 1e-3, TF-slim) → ReLU."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel: int | tuple[int, int],
-        stride: int = 1,
-        padding: int | tuple[int, int] = 0,
-        bn_eps: float = 1e-3,
-        bn_momentum: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+    def __init__(self, in_channels: int, out_channels: int, kernel: int | tuple[int, int], stride: int = 1,
+                 padding: int | tuple[int, int] = 0, bn_eps: float = 1e-3, bn_momentum: float = 0.1) -> None:
+        super().__init__(in_channels, out_channels, kernel, stride, padding, eps=bn_eps, momentum=bn_momentum)
 
 
 class InceptionModule(nn.Module):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compscale.models.classic_layers import (ActConvBn, BranchSeparables, FactorizedReduction, SamePool,
+from compscale.models.classic_layers import (StagePooledClassifier, ActConvBn, BranchSeparables, FactorizedReduction, SamePool,
                                              kaiming_init, same_conv)
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
@@ -116,7 +116,7 @@ class NASNetNormalCell(nn.Module):
         return torch.cat([left, c0, c1, c2, c3, c4], 1)
 
 
-class NASNet(nn.Module):
+class NASNet(StagePooledClassifier, nn.Module):
     """conv stem → stem cells at F/4, F/2 → [N normal] → reduction → [N normal] → reduction → [N normal]."""
 
     def __init__(self, spec: NASNetSpec, features_only: bool = False) -> None:
@@ -142,10 +142,7 @@ class NASNet(nn.Module):
                 self.is_reduction.append(False)
                 ch_prev, ch = ch, cells[-1].out_channels
         self.cells = nn.ModuleList(cells)
-        self.num_features = ch
-        if not features_only:
-            self.dropout = nn.Dropout(spec.dropout)
-            self.last_linear = nn.Linear(ch, spec.num_classes)
+        self.make_head(ch)
         kaiming_init(self)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -161,12 +158,6 @@ class NASNet(nn.Module):
                 x_prev, x = x, cell(x, x_prev)
         maps.append(torch.relu(x))
         return maps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        maps = self.forward_stages(x)
-        if self.features_only:
-            return maps
-        return self.last_linear(self.dropout(maps[-1].mean((2, 3))))
 
 
 # --- PNASNet-5 ---------------------------------------------------------------------------------------------
@@ -221,7 +212,7 @@ class PNASCell(nn.Module):
         return torch.cat([c0, c1, c2, c3, c4], 1)
 
 
-class PNASNet(nn.Module):
+class PNASNet(StagePooledClassifier, nn.Module):
     """conv stem → stem cells (stride 2) at F/4, F/2 → three stacks of N cells, the first of stacks 2 and 3
     with stride 2; a cell whose previous input is twice as large reduces it with a factorised reduction."""
 
@@ -241,10 +232,7 @@ class PNASNet(nn.Module):
                 shrunk = stride == 2
                 ch_prev, ch = ch, cells[-1].out_channels
         self.cells = nn.ModuleList(cells)
-        self.num_features = ch
-        if not features_only:
-            self.dropout = nn.Dropout(spec.dropout)
-            self.last_linear = nn.Linear(ch, spec.num_classes)
+        self.make_head(ch)
         kaiming_init(self)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -258,12 +246,6 @@ class PNASNet(nn.Module):
             if (i + 1) % n == 0:
                 maps.append(torch.relu(x))
         return maps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        maps = self.forward_stages(x)
-        if self.features_only:
-            return maps
-        return self.last_linear(self.dropout(maps[-1].mean((2, 3))))
 
 
 @build_model.register

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compscale.models.classic_layers import ConvBnAct, kaiming_init
+from compscale.models.classic_layers import StagePooledClassifier, ConvBnAct, kaiming_init
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
 from compscale.specs._classic import scale_channels
@@ -173,7 +173,7 @@ class ReductionB(nn.Module):
         return torch.cat([self.path0(x), self.path1(x), self.path2(x), self.path3(x)], 1)
 
 
-class PolyNet(nn.Module):
+class PolyNet(StagePooledClassifier, nn.Module):
     """Stem → stage A (2-way) → reduction A → stage B (poly-3 / 2-way) → reduction B → stage C → pool → FC."""
 
     def __init__(self, spec: PolyNetSpec, features_only: bool = False) -> None:
@@ -195,10 +195,7 @@ class PolyNet(nn.Module):
         self.stage_c = nn.Sequential(*[
             PolyModule(ch, k, next(scales), (192, 224, 256, 192), 3, ("path0_1x3", "path0_3x1")) if i % 2 == 0
             else MultiWay(next(scales), [block_c(ch, k), block_c(ch, k)]) for i in range(spec.repeats[2])])
-        self.num_features = ch
-        if not features_only:
-            self.dropout = nn.Dropout(spec.dropout)
-            self.last_linear = nn.Linear(ch, spec.num_classes)
+        self.make_head(ch)
         kaiming_init(self)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -208,12 +205,6 @@ class PolyNet(nn.Module):
         maps.append(x)
         maps.append(self.stage_c(self.reduction_b(x)))
         return maps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        maps = self.forward_stages(x)
-        if self.features_only:
-            return maps
-        return self.last_linear(self.dropout(maps[-1].mean((2, 3))))
 
 
 @build_model.register

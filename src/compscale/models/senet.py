@@ -12,6 +12,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from compscale.models.classic_layers import StagePooledClassifier
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
 from compscale.specs.senet import SENetSpec
@@ -53,7 +54,7 @@ class SEBottleneck(nn.Module):
         return torch.relu(out + shortcut)
 
 
-class SENet(nn.Module):
+class SENet(StagePooledClassifier, nn.Module):
     """Stem of three 3×3 convs (64, 64, stem) + max-pool/2 (ceil) → four SE-bottleneck stages → pool → FC."""
 
     def __init__(self, spec: SENetSpec, features_only: bool = False) -> None:
@@ -82,10 +83,7 @@ class SENet(nn.Module):
                 ch = 4 * p
             layers.append(nn.Sequential(*blocks))
         self.layers = nn.ModuleList(layers)
-        self.num_features = ch
-        if not features_only:
-            self.dropout = nn.Dropout(spec.dropout)
-            self.last_linear = nn.Linear(ch, spec.num_classes)
+        self.make_head(ch)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -98,12 +96,6 @@ class SENet(nn.Module):
             x = layer(x)
             maps.append(x)
         return maps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        maps = self.forward_stages(x)
-        if self.features_only:
-            return maps
-        return self.last_linear(self.dropout(maps[-1].mean((2, 3))))
 
 
 @build_model.register
