@@ -133,8 +133,9 @@ def test_optimize_every_backend_matches(name, res):
     x = images(3, res)
     opt = optimize(model, x, warmup=1, repeats=1, min_seconds=0.0)
     # Every default backend was built, checked and timed; none was rejected; the winner is the fastest.
-    assert {"eager", "channels_last", "torchscript", "onnxruntime", "onnxruntime[micro_batch=1]"} <= set(opt.timings)
-    assert not opt.rejected
+    assert {"eager", "channels_last", "torchscript", "onnxruntime", "onnxruntime[micro_batch=1]", "openvino"} <= set(opt.timings)
+    assert any(k.startswith("openvino[micro_batch=2,") for k in opt.timings)
+    assert not opt.rejected and opt.precision == "fp32"
     assert opt.backend == min(opt.timings, key=opt.timings.get)
     assert all(0 <= e <= RTOL for e in opt.errors.values())
     assert n_batchnorms(model) > 0 and model.training is False
@@ -143,7 +144,7 @@ def test_optimize_every_backend_matches(name, res):
         assert_close(model(x2), opt(x2))
 
 
-@pytest.mark.parametrize("backend", ["eager", "channels_last", "torchscript", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["eager", "channels_last", "torchscript", "onnxruntime", "openvino"])
 def test_optimize_single_backend_and_other_batch_sizes(backend):
     model = calibrated("efficientnet_b0", 64)
     opt = optimize(model, images(4, 64), backends=backend, warmup=0, repeats=1, min_seconds=0.0)
@@ -158,8 +159,8 @@ def test_optimize_single_backend_and_other_batch_sizes(backend):
 def test_optimize_other_families(name, res):
     model = calibrated(name, res)
     x = images(2, res)
-    opt = optimize(model, x, backends=("channels_last", "onnxruntime"), warmup=0, repeats=1, min_seconds=0.0)
-    assert not opt.rejected
+    opt = optimize(model, x, backends=("channels_last", "onnxruntime", "openvino"), warmup=0, repeats=1, min_seconds=0.0)
+    assert not opt.rejected and "openvino" in opt.timings and opt.errors["openvino"] <= RTOL
     with torch.no_grad():
         assert_close(model(x), opt(x))
 
@@ -218,10 +219,10 @@ def lite0_weights(tmp_path_factory):
     return model, path
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "openvino"])
 def test_cli_export_writes_a_file_that_loads_and_matches(capsys, tmp_path, lite0_weights, fmt):
     model, weights = lite0_weights
-    out = tmp_path / "sub" / f"lite0.{fmt}"
+    out = tmp_path / "sub" / f"lite0.{'xml' if fmt == 'openvino' else fmt}"
     code, stdout, err = run(capsys, "export", "efficientnet_lite0", "--format", fmt, "--weights", weights,
                             "--resolution", 64, "--fold-bn", "--out", out, "--json")
     assert code == 0, err
@@ -230,6 +231,10 @@ def test_cli_export_writes_a_file_that_loads_and_matches(capsys, tmp_path, lite0
     x = images(2, 64, seed=9)
     if fmt == "onnx":
         got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    elif fmt == "openvino":
+        from compscale.deploy.openvino_runtime import run_ir
+
+        got = run_ir(out, x)
     else:
         with torch.no_grad():
             got = torch.jit.load(str(out))(x)
@@ -242,6 +247,7 @@ def test_cli_export_writes_a_file_that_loads_and_matches(capsys, tmp_path, lite0
     (["export", "efficientnet_b99", "--format", "onnx"], "unknown model"),
     (["export", "efficientnet_lite0", "--format", "onnx", "--weights", "{tmp}/missing.safetensors"], "not found"),
     (["export", "efficientnet_lite0", "--format", "onnx", "--resolution", "64", "--out", "{tmp}/afile/x.onnx"], "cannot write"),
+    (["export", "efficientnet_lite0", "--format", "openvino", "--resolution", "64"], "ending in .xml"),
     (["bench", "efficientnet_b0", "--backend", "tensorrt"], "invalid choice"),
     (["bench", "efficientnet_b99"], "unknown model"),
     (["bench", "tf_efficientnet_b0", "--vs", "torchvision", "--resolution", "64"], "torchvision has no model"),
@@ -268,3 +274,115 @@ def test_cli_bench_json_against_timm(capsys):
     assert all(r["latency_ms"] > 0 and r["batch"] == 2 and r["repeats"] == 2 for r in rows)
     assert rows[1]["speedup_vs_peer"] == 1.0
     assert rows[0]["speedup_vs_peer"] == pytest.approx(rows[1]["latency_ms"] / rows[0]["latency_ms"])
+
+
+# --- OpenVINO, reduced precision, accuracy cost, timing blocks ---------------------------------------------
+
+def test_openvino_micro_batches_and_streams_cover_every_image():
+    from compscale.deploy.export import onnx_bytes
+    from compscale.deploy.openvino_runtime import OpenVinoModule
+
+    model = calibrated("efficientnet_b0", 64)
+    folded = fold_batchnorm(model, example_input=images(1, 64))
+    runner = OpenVinoModule(onnx_bytes(folded, images(1, 64)), (2, 3, 64, 64), threads=2, micro_batch=2, streams=2)
+    for n in (5, 1, 2):  # 2 + 2 in flight and 1 left over; a single image; exactly one micro-batch
+        x = images(n, 64, seed=20 + n)
+        with torch.no_grad():
+            assert_close(model(x), runner(x))
+    with pytest.raises(UserError, match="compiled for inputs"):
+        runner(images(1, 72))
+    with pytest.raises(UserError, match="unknown precision"):
+        OpenVinoModule(b"", (1, 3, 64, 64), precision="fp8")
+
+
+def test_optimize_bf16_is_opt_in_and_really_bf16():
+    from compscale.deploy.openvino_runtime import available_precisions
+
+    model = calibrated("efficientnet_b0", 64)
+    x = images(2, 64)
+    with pytest.raises(UserError, match="unknown precision"):
+        optimize(model, x, precision="int4")
+    with pytest.raises(UserError, match="openvino backend only"):
+        optimize(model, x, backends=("eager", "openvino"), precision="bf16")
+    if "bf16" not in available_precisions():
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16/AMX)")
+    opt = optimize(model, x, precision="bf16", warmup=0, repeats=1, min_seconds=0.0)
+    assert opt.precision == "bf16" and opt.backend.startswith("openvino[bf16")
+    # Really reduced precision (OpenVINO was not left at fp32), yet still the model's function.
+    assert 1e-4 < opt.max_relative_error <= 0.1
+    with pytest.raises(UserError, match="allowed 1e-05"):  # a tolerance bf16 cannot meet: every candidate is rejected
+        optimize(model, x, precision="bf16", rtol=1e-5, warmup=0, repeats=1, min_seconds=0.0)
+
+
+def test_accuracy_cost_counts_agreement():
+    from compscale.deploy.accuracy import accuracy_cost
+
+    model = calibrated("efficientnet_b0", 64)
+    x = images(6, 64, seed=4)
+    same = accuracy_cost(model, model, x, batch=4)
+    assert same.images == 6 and same.top1_agreement == 1.0 and same.top5_overlap == 1.0 and same.max_relative_error == 0.0
+    with torch.no_grad():
+        ref = model(x)
+    # A candidate that swaps the top class of the first two images with their runner-up, and nothing else.
+    swapped = ref.clone()
+    top2 = ref.topk(2, dim=1).indices
+    for i in range(2):
+        a, b = top2[i]
+        swapped[i, a], swapped[i, b] = ref[i, b], ref[i, a]
+    lookup = {tuple(x[i, 0, 0, :3].tolist()): swapped[i] for i in range(6)}
+    cost = accuracy_cost(model, lambda t: torch.stack([lookup[tuple(r[0, 0, :3].tolist())] for r in t]), x, batch=4)
+    assert cost.top1_agreement == pytest.approx(4 / 6) and cost.top5_overlap == 1.0 and cost.max_relative_error > 0
+
+
+def test_photo_views_are_real_photos_and_reproducible():
+    pytest.importorskip("skimage")
+    from compscale.deploy.accuracy import photo_views
+    from compscale.pretrained import Preprocess
+
+    pre = Preprocess(resolution=32)
+    a, b, c = photo_views(pre, 3, seed=0), photo_views(pre, 3, seed=0), photo_views(pre, 3, seed=1)
+    assert a.shape == (15, 3, 32, 32)  # 5 distinct photos x 3 views
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[0], pre("skimage:astronaut")[0])  # each photo's first view is its centre crop
+    assert a.std() > 0.2  # photos, not blank frames
+
+
+def test_measure_auto_blocks():
+    import time as _time
+
+    from compscale.deploy.bench import measure
+
+    calls = {"fast": lambda: _time.sleep(0.001), "slow": lambda: _time.sleep(0.1)}
+    t = measure(calls, batch=1, warmup=1, repeats=2, inner="auto")
+    assert len(t["fast"].times) == 2 and len(t["slow"].times) == 2
+    assert 0.001 <= t["fast"].median < 0.05 and t["slow"].median >= 0.1
+    with pytest.raises(UserError, match="inner"):
+        measure(calls, batch=1, inner=0)
+
+
+@pytest.mark.parametrize("name,res", [MODELS[0], MODELS[3], MODELS[4]])
+def test_export_openvino_ir_loads_and_matches(tmp_path, name, res):
+    from compscale.deploy.export import export_openvino
+    from compscale.deploy.openvino_runtime import run_ir
+
+    model = calibrated(name, res)
+    path = tmp_path / "m.xml"
+    report = export_openvino(model, path, resolution=res, fold_bn=True)
+    assert report.relative_error <= RTOL and report.folded_batchnorms == n_batchnorms(model)
+    assert sorted(os.listdir(tmp_path)) == ["m.bin", "m.xml"]  # no temporary left behind
+    x = images(3, res, seed=6)  # dynamic batch
+    with torch.no_grad():
+        assert_close(model(x), run_ir(path, x))
+    with pytest.raises(UserError, match="ending in .xml"):
+        export_openvino(model, tmp_path / "m.onnx", resolution=res)
+    assert sorted(os.listdir(tmp_path)) == ["m.bin", "m.xml"]
+
+
+def test_cli_bench_openvino_and_precision(capsys):
+    code, out, err = run(capsys, "bench", "efficientnet_lite0", "--resolution", 64, "--batch", 2, "--threads", 1,
+                         "--backend", "openvino", "--repeats", 2, "--warmup", 1, "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert row["path"].startswith("OpenVINO fp32") and row["precision"] == "fp32" and row["latency_ms"] > 0
+    code, out, err = run(capsys, "bench", "efficientnet_lite0", "--backend", "eager", "--precision", "bf16")
+    assert code == 2 and out == "" and "needs --backend openvino or best" in err

@@ -15,6 +15,7 @@ BACKEND_PAIRS = {
     "channels_last": ("channels_last", "channels_last"),
     "torchscript": ("torchscript", "torchscript"),
     "onnxruntime": ("onnxruntime", "onnxruntime_default"),
+    "openvino": ("openvino", "onnxruntime_default"),
     "best": ("best", "onnxruntime_default"),
 }
 
@@ -29,7 +30,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.weights:
         load_weights(model, args.weights)
     kwargs = {"resolution": args.resolution, "batch": args.batch, "fold_bn": args.fold_bn}
-    if args.format == "onnx":
+    if args.format in ("onnx", "openvino"):
         kwargs["dynamic_batch"] = not args.static_batch
     report = export_model(model.eval(), args.out, args.format, **kwargs)
     if args.json:
@@ -49,6 +50,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from compscale.models import create_model, model_spec
 
     threads = set_threads(args.threads)
+    if args.precision != "fp32" and args.backend not in ("openvino", "best"):
+        raise UserError(f"--precision {args.precision} needs --backend openvino or best")
     specs = {name: model_spec(name) for name in args.models}  # every name checked before any timing
     rows = []
     for name, spec in specs.items():
@@ -57,13 +60,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ours_path, peer_path = BACKEND_PAIRS[args.backend]
         ours = settle_batchnorm(create_model(name), x)
         calls, what = {}, {}
-        calls["compscale"], what["compscale"] = build_path(ours, ours_path, x, threads)
+        calls["compscale"], what["compscale"] = build_path(ours, ours_path, x, threads, args.precision)
         if args.vs:
             peer = settle_batchnorm(peer_model(args.vs, name), x)
             calls[args.vs], what[args.vs] = build_path(peer, peer_path, x, threads)
-        timings = measure(calls, batch=args.batch, warmup=args.warmup, repeats=args.repeats, settle=1)
+        timings = measure(calls, batch=args.batch, warmup=args.warmup, repeats=args.repeats, settle=1, inner="auto")
         for who, t in timings.items():
-            row = {"model": name, "library": who, "path": what[who], "batch": args.batch, "resolution": res,
+            row = {"model": name, "library": who, "path": what[who],
+                   "precision": args.precision if who == "compscale" else "fp32", "batch": args.batch, "resolution": res,
                    "threads": threads, "latency_ms": t.latency_ms, "images_per_s": t.images_per_s,
                    "spread": t.spread, "repeats": len(t.times)}
             if args.vs:
@@ -78,20 +82,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.vs:
         cols.append(("speedup_vs_peer", f"x {args.vs}", lambda v: f"{v:.2f}x"))
     print(render_table(rows, cols))
-    print(f"\n{threads} threads; medians of {args.repeats} interleaved repetitions after {args.warmup} warm-up; "
-          f"random weights with settled BatchNorm statistics")
+    print(f"\n{threads} threads; medians of {args.repeats} interleaved repetitions (each the median of a block of "
+          f"calls of about 80 ms) after {args.warmup} warm-up; random weights with settled BatchNorm statistics")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a model to ONNX or TorchScript, validated by running the file")
+    p = sub.add_parser("export", help="export a model to ONNX, TorchScript or OpenVINO IR, validated by running the file")
     p.add_argument("model")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "openvino"),
+                   help="openvino: OUT must end in .xml; the weights go to the .bin beside it")
     p.add_argument("--weights", help="safetensors or .pth state dict (any registered layout) to load first")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding convolutions")
     p.add_argument("--resolution", type=positive_int, help="input side in pixels (default: the model's)")
     p.add_argument("--batch", type=positive_int, default=1, help="batch size traced (default 1)")
-    p.add_argument("--static-batch", action="store_true", help="ONNX: fix the batch size (faster in ONNX Runtime)")
+    p.add_argument("--static-batch", action="store_true", help="ONNX/OpenVINO: fix the batch size (faster in ONNX Runtime)")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
@@ -99,9 +104,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="time inference paths, interleaved, optionally against timm or torchvision")
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--batch", type=positive_int, default=1)
-    p.add_argument("--threads", type=positive_int, help="intra-op threads (torch and ONNX Runtime)")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads (torch, ONNX Runtime, OpenVINO)")
     p.add_argument("--backend", choices=tuple(BACKEND_PAIRS), default="best")
-    p.add_argument("--vs", choices=("timm", "torchvision"), help="peer library, timed in the same run")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="arithmetic of the openvino/best paths; bf16 (CPUs with AVX512-BF16 or AMX) changes the logits")
+    p.add_argument("--vs", choices=("timm", "torchvision"), help="peer library, timed in the same run (fp32)")
     p.add_argument("--resolution", type=positive_int)
     p.add_argument("--repeats", type=positive_int, default=10)
     p.add_argument("--warmup", type=positive_int, default=2)

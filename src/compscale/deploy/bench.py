@@ -21,6 +21,8 @@ from compscale.errors import UserError
 __all__ = ["PATHS", "PEERS", "Timing", "build_path", "measure", "peer_model", "set_threads", "settle_batchnorm"]
 
 PEERS = ("timm", "torchvision")
+#: Target duration of one timed block of calls when ``measure(inner="auto")``.
+BLOCK_SECONDS = 0.08
 
 
 @dataclass
@@ -71,29 +73,52 @@ def measure(
     min_seconds: float = 0.0,
     settle: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    inner: int | str = 1,
 ) -> dict[str, Timing]:
     """Time each zero-argument callable: ``warmup`` calls each, then rounds in which every candidate runs
-    once (interleaved), for ``repeats`` rounds and at least ``min_seconds`` in all.
+    once (interleaved, the order rotated each round), for ``repeats`` rounds and at least ``min_seconds`` in all.
 
     ``settle`` untimed calls precede each timed one. Use it when candidates use different runtimes: ONNX
     Runtime's and PyTorch's OpenMP worker threads keep spinning for a while after a call, and on a small
     machine the next candidate's first call pays for the other runtime's spinning (measured here: batch-1
-    eager calls 10-100x slower right after an ONNX Runtime call)."""
-    if repeats < 1 or warmup < 0:
-        raise UserError("repeats must be >= 1 and warmup >= 0")
+    eager calls 10-100x slower right after an ONNX Runtime call). ``inner`` timed calls in a row make one
+    repetition, their median: for millisecond calls, where one call's time is mostly its neighbours' noise
+    and the first calls after another runtime still share the cores with that runtime's spinning threads.
+    ``inner="auto"`` sizes each candidate's block to about :data:`BLOCK_SECONDS` (1 to 20 calls) from its last
+    warm-up call, and then uses at least 3 settling calls for candidates that get more than one call
+    (measured for B0 at batch 1: one call each gave 8-15 ms with 30-300 % spread for paths that run in 4.2-4.6 ms
+    with 40 % spread in blocks of 20)."""
+    auto = inner == "auto"
+    if repeats < 1 or warmup < 0 or not (auto or (isinstance(inner, int) and inner >= 1)):
+        raise UserError("repeats must be >= 1, warmup >= 0 and inner a positive integer or 'auto'")
     with torch.inference_mode():
-        for fn in candidates.values():
-            for _ in range(warmup):
+        blocks: dict[str, tuple[int, int]] = {}
+        for name, fn in candidates.items():
+            for _ in range(max(warmup, 1 if auto else 0)):
+                t0 = time.perf_counter()
                 fn()
+                last = time.perf_counter() - t0
+            if auto:
+                n = max(1, min(20, int(BLOCK_SECONDS / max(last, 1e-6))))
+                blocks[name] = (max(settle, 3) if n > 1 else settle, n)
+            else:
+                blocks[name] = (settle, int(inner))
         timings = {name: Timing(name, batch) for name in candidates}
         start, rounds = time.perf_counter(), 0
         while rounds < repeats or time.perf_counter() - start < min_seconds:
-            for name, fn in candidates.items():
-                for _ in range(settle):
+            names = list(candidates)
+            shift = rounds % len(names)  # rotate the order: no candidate always follows the same neighbour
+            for name in names[shift:] + names[:shift]:
+                fn = candidates[name]
+                n_settle, n_inner = blocks[name]
+                for _ in range(n_settle):
                     fn()
-                t0 = time.perf_counter()
-                fn()
-                timings[name].times.append(time.perf_counter() - t0)
+                times = []
+                for _ in range(n_inner):
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t0)
+                timings[name].times.append(statistics.median(times))
             rounds += 1
             if progress is not None:
                 progress(rounds, repeats)
@@ -127,7 +152,7 @@ def peer_model(peer: str, name: str) -> nn.Module:
 
 #: The inference paths ``build_path`` knows. ``onnxruntime_default`` is what a well-informed user of another
 #: library gets (a static-shape export, ONNX Runtime's default session); ``best`` is :func:`compscale.optimize`.
-PATHS = ("eager", "channels_last", "torchscript", "onnxruntime_default", "onnxruntime", "best")
+PATHS = ("eager", "channels_last", "torchscript", "onnxruntime_default", "onnxruntime", "openvino", "best")
 
 
 @torch.no_grad()
@@ -152,8 +177,11 @@ def settle_batchnorm(model: nn.Module, example: torch.Tensor, seed: int = 0) -> 
     return model.eval()
 
 
-def build_path(model: nn.Module, path: str, example: torch.Tensor, threads: int | None = None) -> tuple[Callable[[], Any], str]:
-    """A zero-argument callable running ``model`` on ``example`` the way ``path`` says, and a description."""
+def build_path(model: nn.Module, path: str, example: torch.Tensor, threads: int | None = None,
+               precision: str = "fp32") -> tuple[Callable[[], Any], str]:
+    """A zero-argument callable running ``model`` on ``example`` the way ``path`` says, and a description.
+
+    ``precision`` applies to the paths that offer bf16 (``openvino`` and ``best``); the others are fp32."""
     from compscale.deploy.export import OnnxRuntimeModule, onnx_bytes, trace_frozen
 
     model = model.eval()
@@ -173,9 +201,15 @@ def build_path(model: nn.Module, path: str, example: torch.Tensor, threads: int 
         m(example)
         what = f"ONNX Runtime, tuned session ({threads or 'default'} threads)" if tuned else "ONNX Runtime, default session"
         return (lambda: m(example)), what
+    if path == "openvino":
+        from compscale.deploy.openvino_runtime import OpenVinoModule
+
+        m = OpenVinoModule(onnx_bytes(model, example[:1]), tuple(example.shape), threads, precision)
+        m(example)
+        return (lambda: m(example)), f"OpenVINO {precision}, whole batch"
     if path == "best":
         from compscale.deploy.optimize import optimize
 
-        m = optimize(model, example, threads=threads)
+        m = optimize(model, example, threads=threads, precision=precision)
         return (lambda: m(example)), f"compscale.optimize -> {m.backend}"
     raise UserError(f"unknown path {path!r}; choose from {', '.join(PATHS)}")

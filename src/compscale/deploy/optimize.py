@@ -11,8 +11,15 @@ Backends:
 * ``torchscript`` — ``torch.jit.trace`` + ``torch.jit.freeze`` of the channels_last model;
 * ``onnxruntime`` — ONNX (``GlobalAveragePool`` rewrite, static shapes) run by ONNX Runtime with tuned
   session options, the batch split into micro-batches of the measured best size;
+* ``openvino`` — the same ONNX graph compiled by OpenVINO for the CPU (static shapes), whole batch or
+  micro-batches of 2-4 images on two streams (:mod:`compscale.deploy.openvino_runtime`); skipped, with the
+  reason in ``rejected``, where the optional ``openvino`` package is not installed;
 * ``compile`` — ``torch.compile`` (inductor); only when asked, since a cold compile costs 20-40 s per input
   shape on a 2-core CPU and recompiles for each new shape.
+
+``precision="bf16"`` (opt-in) tries OpenVINO in bfloat16 only, on CPUs that run it natively: 1.5-2x faster
+than fp32 for B0 here, but no longer faithful to 1e-4 — its default tolerance is 0.1 of max|logit| (a sanity
+bound) and its real cost must be measured on real images (:func:`compscale.deploy.accuracy.accuracy_cost`).
 """
 
 from __future__ import annotations
@@ -27,13 +34,21 @@ from torch import nn
 from compscale.deploy.bench import Timing, measure
 from compscale.deploy.export import OnnxRuntimeModule, onnx_bytes, relative_error, trace_frozen
 from compscale.deploy.fold import fold_batchnorm
+from compscale.deploy.openvino_runtime import OpenVinoModule, default_streams
 from compscale.errors import UserError
 
-__all__ = ["optimize", "OptimizedModel", "BACKENDS", "DEFAULT_BACKENDS"]
+__all__ = ["optimize", "OptimizedModel", "BACKENDS", "DEFAULT_BACKENDS", "PRECISIONS"]
 
-BACKENDS = ("eager", "channels_last", "torchscript", "onnxruntime", "compile")
-DEFAULT_BACKENDS = ("eager", "channels_last", "torchscript", "onnxruntime")
+BACKENDS = ("eager", "channels_last", "torchscript", "onnxruntime", "openvino", "compile")
+DEFAULT_BACKENDS = ("eager", "channels_last", "torchscript", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16")
+#: Default tolerance (max|Δ| / max|logit|) per precision: fp32 must be faithful; bf16 keeps ~3 significant
+#: digits per operation, so its bound only catches a broken model; its real cost is measured on data.
+DEFAULT_RTOL = {"fp32": 1e-4, "bf16": 0.1}
+# Micro-batch sizes tried, measured on B0 at 224 px, 2 cores: ONNX Runtime gains most at 8 and 4 (it runs one
+# request at a time), OpenVINO at 4 and 2 with two streams in flight (each layer's activations stay in L2).
 MICRO_BATCHES = (8, 4, 1)
+OPENVINO_MICRO_BATCHES = (4, 2)
 
 
 @dataclass
@@ -49,11 +64,13 @@ class OptimizedModel(nn.Module):
 
     ``backend`` names the winner, ``timings`` maps each candidate measured to its median seconds per call
     on the example input, ``rejected`` maps a candidate that could not be built or did not match to why,
-    ``max_relative_error`` is the winner's max|Δ| / max|logit| against the original model.
+    ``max_relative_error`` is the winner's max|Δ| / max|logit| against the original model; ``precision`` is
+    the arithmetic it runs in ("fp32" unless bf16 was asked for).
     """
 
     def __init__(self, candidate: _Candidate, input_shape: tuple[int, ...], timings: dict[str, float],
-                 rejected: dict[str, str], errors: dict[str, float], folded_batchnorms: int) -> None:
+                 rejected: dict[str, str], errors: dict[str, float], folded_batchnorms: int,
+                 precision: str = "fp32") -> None:
         super().__init__()
         self.runner = candidate.module
         self.backend = candidate.name
@@ -65,6 +82,7 @@ class OptimizedModel(nn.Module):
         self.errors = errors
         self.max_relative_error = errors[candidate.name]
         self.folded_batchnorms = folded_batchnorms
+        self.precision = precision
 
     @property
     def speedups(self) -> dict[str, float]:
@@ -82,10 +100,10 @@ class OptimizedModel(nn.Module):
             return self.runner(x)
 
     def extra_repr(self) -> str:
-        return f"backend={self.backend!r}, input_shape={self.input_shape}"
+        return f"backend={self.backend!r}, precision={self.precision!r}, input_shape={self.input_shape}"
 
 
-def _build(name: str, folded: nn.Module, example: torch.Tensor, threads: int | None) -> list[_Candidate]:
+def _build(name: str, folded: nn.Module, example: torch.Tensor, threads: int | None, precision: str = "fp32") -> list[_Candidate]:
     if name == "eager":
         return [_Candidate("eager", folded)]
     if name == "channels_last":
@@ -103,6 +121,17 @@ def _build(name: str, folded: nn.Module, example: torch.Tensor, threads: int | N
         return [_Candidate(f"onnxruntime[micro_batch={m}]" if m < n else "onnxruntime",
                            OnnxRuntimeModule(data, tuple(example.shape), threads, micro_batch=m if m < n else None),
                            False, True) for m in sizes]
+    if name == "openvino":
+        data = onnx_bytes(folded, example[:1], dynamic_batch=True)
+        n, streams = example.shape[0], default_streams(threads)
+        tag = "" if precision == "fp32" else precision
+        out = [_Candidate(f"openvino[{tag}]" if tag else "openvino",
+                          OpenVinoModule(data, tuple(example.shape), threads, precision), False, True)]
+        for m in (m for m in OPENVINO_MICRO_BATCHES if m < n):
+            label = ",".join(filter(None, [tag, f"micro_batch={m}", f"streams={streams}"]))
+            out.append(_Candidate(f"openvino[{label}]", OpenVinoModule(data, tuple(example.shape), threads, precision,
+                                                                       micro_batch=m, streams=streams), False, True))
+        return out
     raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
@@ -111,7 +140,8 @@ def optimize(
     example_input: torch.Tensor,
     backends: Sequence[str] | str | None = None,
     threads: int | None = None,
-    rtol: float = 1e-4,
+    rtol: float | None = None,
+    precision: str = "fp32",
     warmup: int = 2,
     repeats: int = 5,
     min_seconds: float = 1.0,
@@ -119,9 +149,10 @@ def optimize(
 ) -> OptimizedModel:
     """The fastest of ``backends`` for ``model`` on ``example_input`` whose logits match the model's.
 
-    ``backends`` defaults to eager, channels_last, torchscript and onnxruntime (``"compile"`` is opt-in);
-    ``threads`` sets ONNX Runtime's intra-op threads (PyTorch's own count is left as the caller set it:
-    :func:`torch.set_num_threads`). The timings are taken at the example's batch size, so pass the batch
+    ``backends`` defaults to eager, channels_last, torchscript, onnxruntime and openvino (``"compile"`` is
+    opt-in); ``threads`` sets ONNX Runtime's and OpenVINO's threads (PyTorch's own count is left as the caller
+    set it: :func:`torch.set_num_threads`). ``precision="bf16"`` tries OpenVINO in bfloat16 only; ``rtol``
+    defaults to 1e-4 for fp32 and 0.1 for bf16. The timings are taken at the example's batch size, so pass the batch
     you will serve. Each candidate is warmed up ``warmup`` times (TorchScript's profiling executor specialises
     on the second call) and timed interleaved for ``repeats`` rounds and at least ``min_seconds``.
     ``model`` itself is not modified.
@@ -130,9 +161,14 @@ def optimize(
         raise UserError(f"optimize expects an nn.Module, got {type(model).__name__}")
     if not isinstance(example_input, torch.Tensor) or example_input.ndim != 4:
         raise UserError("example_input must be a 4-D tensor (N, C, H, W)")
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if isinstance(backends, str):
         backends = (backends,)
-    backends = tuple(backends or DEFAULT_BACKENDS)
+    backends = tuple(backends or (DEFAULT_BACKENDS if precision == "fp32" else ("openvino",)))
+    if precision != "fp32" and set(backends) != {"openvino"}:
+        raise UserError(f"{precision} is offered by the openvino backend only; drop the other backends")
+    rtol = DEFAULT_RTOL[precision] if rtol is None else rtol
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise UserError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
@@ -151,7 +187,7 @@ def optimize(
     for name in backends:
         say(f"building {name}")
         try:
-            built = _build(name, folded, x, threads)
+            built = _build(name, folded, x, threads, precision)
         except UserError as err:
             rejected[name] = str(err)
             continue
@@ -181,8 +217,9 @@ def optimize(
     for name, cand in candidates.items():
         inp = x.contiguous(memory_format=torch.channels_last) if cand.channels_last else x
         calls[name] = (lambda m, t: (lambda: m(t)))(cand.module, inp)
+    # Blocks of calls per candidate (inner="auto") keep one runtime's spinning threads out of the next one's timing.
     timings: dict[str, Timing] = measure(calls, batch=x.shape[0], warmup=warmup, repeats=repeats, min_seconds=min_seconds,
-                                       settle=1 if x.shape[0] <= 4 else 0)  # cheap at small batches
+                                       settle=1, inner="auto")
     medians = {k: t.median for k, t in timings.items()}
     best = min(medians, key=medians.get)
-    return OptimizedModel(candidates[best], tuple(x.shape), medians, rejected, errors, folded.folded_batchnorms)
+    return OptimizedModel(candidates[best], tuple(x.shape), medians, rejected, errors, folded.folded_batchnorms, precision)
