@@ -249,6 +249,17 @@ def _prepare(model: nn.Module, fold_bn: bool, example: torch.Tensor) -> tuple[nn
     return folded, folded.folded_batchnorms
 
 
+def _reference(model: nn.Module, resolution: int | None, batch: int, fold_bn: bool
+               ) -> tuple[torch.Tensor, torch.Tensor, nn.Module, int]:
+    """The example input, the unexported model's logits on it (what every export is checked against), and
+    the model to export (BatchNorm folded if asked) with the number of BatchNorms folded."""
+    x = _example_input(model, resolution, batch)
+    with torch.no_grad():
+        ref = model.eval()(x)
+    model, folded = _prepare(model, fold_bn, x)
+    return x, ref, model, folded
+
+
 def _check(ref: torch.Tensor, out: torch.Tensor, rtol: float, what: str) -> tuple[float, float, float]:
     diff, scale, rel = relative_error(ref, out)
     if not rel <= rtol:
@@ -269,10 +280,7 @@ def export_onnx(
 ) -> ExportReport:
     """Write ``model`` as ONNX and validate it: ONNX Runtime's logits must match PyTorch's to ``rtol``
     (relative to max|logit|), else nothing is written."""
-    x = _example_input(model, resolution, batch)
-    with torch.no_grad():
-        ref = model.eval()(x)
-    model, folded = _prepare(model, fold_bn, x)
+    x, ref, model, folded = _reference(model, resolution, batch, fold_bn)
     data = onnx_bytes(model, x, dynamic_batch=dynamic_batch, opset=opset)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -296,10 +304,7 @@ def export_torchscript(
     rtol: float = 1e-4,
 ) -> ExportReport:
     """Write ``model`` as a traced (and frozen) TorchScript file; validated by loading it back."""
-    x = _example_input(model, resolution, batch)
-    with torch.no_grad():
-        ref = model.eval()(x)
-    model, folded = _prepare(model, fold_bn, x)
+    x, ref, model, folded = _reference(model, resolution, batch, fold_bn)
     scripted = trace_frozen(model, x, freeze=freeze)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # jit.save/load "deprecated" in favour of torch.export
@@ -323,8 +328,8 @@ def export_openvino(
     """Write ``model`` as OpenVINO IR: ``path`` (``NAME.xml``, the graph) and ``NAME.bin`` (fp32 weights),
     made from the same ONNX graph as :func:`export_onnx` and validated by loading the pair back in OpenVINO.
 
-    Both files are written beside each other under temporary names, validated, then renamed: the ``.bin``
-    first, the ``.xml`` last, so an ``.xml`` on disk always has its weights beside it."""
+    Both files are first written to a staging folder beside ``path`` and validated there, then moved in
+    atomically: the ``.bin`` first, the ``.xml`` last, so an ``.xml`` on disk always has its weights beside it."""
     import tempfile
 
     from compscale.deploy.openvino_runtime import run_ir, save_ir
@@ -332,10 +337,7 @@ def export_openvino(
     target = Path(path)
     if target.suffix != ".xml":
         raise UserError(f"OpenVINO IR is a NAME.xml + NAME.bin pair: give a path ending in .xml, not {target.name!r}")
-    x = _example_input(model, resolution, batch)
-    with torch.no_grad():
-        ref = model.eval()(x)
-    model, folded = _prepare(model, fold_bn, x)
+    x, ref, model, folded = _reference(model, resolution, batch, fold_bn)
     data = onnx_bytes(model, x, dynamic_batch=dynamic_batch)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
