@@ -256,3 +256,21 @@ def test_read_only_output_folder(tmp_path, capsys, monkeypatch):
     finally:
         if mounted:
             subprocess.run(["umount", str(tmp_path / "disk")], check=True)
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    """mkstemp's private 0o600 must not leak into exported models and reports: new files get 0o666 minus the
+    umask, like open(); a replaced file keeps its own mode."""
+    from compscale.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "kept.txt").write_text("old")
+        os.chmod(tmp_path / "kept.txt", 0o640)
+        atomic_write_text(tmp_path / "kept.txt", "new")
+        assert (tmp_path / "kept.txt").stat().st_mode & 0o777 == 0o640
+        assert (tmp_path / "kept.txt").read_text() == "new"
+    finally:
+        os.umask(old)
