@@ -97,3 +97,21 @@ def test_checkpoint_holds_tensors_only_and_refuses_another_model(tmp_path):
     # Changing what fixes the data order is refused too.
     with pytest.raises(UserError, match="batch_size was 256, now 128"):
         train(TrainConfig(**{**cfg.__dict__, "batch_size": 128, "epochs": 2}), resume=True)
+    # The same architecture from a spec file that moved (a study folder copied elsewhere) resumes.
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "run", moved / "run")
+    shutil.copy(tmp_path / "tiny.json", moved / "tiny.json")
+    from compscale.train.loop import TrainCallback
+
+    class Epochs(TrainCallback):
+        started: list[int] = []
+
+        def on_epoch_start(self, epoch, epochs, steps, start_step):
+            self.started.append(epoch)
+
+    cb = Epochs()
+    result = train(TrainConfig(**{**cfg.__dict__, "model": str(moved / "tiny.json"), "out": str(moved / "run"), "epochs": 2}),
+                   resume=True, callback=cb)
+    assert cb.started == [1] and result["epochs"] == 2  # went on from the saved epoch, did not start over

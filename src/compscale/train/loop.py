@@ -119,6 +119,10 @@ def eval_loader(dataset: torch.utils.data.Dataset, batch_size: int, info: DistIn
 # --- building the model ----------------------------------------------------------------------------------
 
 
+def _is_spec_file(model: Any) -> bool:
+    return isinstance(model, str) and Path(model).suffix.lower() in (".json", ".yaml", ".yml")
+
+
 def base_spec(model: str):
     """A registered model name, or a spec file (``.json``/``.yaml``, as written by ``ModelSpec.to_dict``): any
     concrete architecture, e.g. one produced by ``compscale scale``, can be trained without registering it."""
@@ -277,6 +281,8 @@ class _Run:
         check_weights_spec(path, state.meta.get("spec"), self.model.spec.to_dict(), self.cfg.model)
         saved_cfg = state.meta.get("config", {})
         for key in RESUME_KEYS:
+            if key == "model" and _is_spec_file(saved_cfg.get(key)) and _is_spec_file(self.cfg.model):
+                continue  # a spec file may move with its study folder: its architecture was compared just above
             if key in saved_cfg and saved_cfg[key] != getattr(self.cfg, key):
                 raise UserError(f"cannot resume {path}: {key} was {saved_cfg[key]!r}, now {getattr(self.cfg, key)!r}")
         from compscale.models.weights import convert_state_dict
