@@ -183,3 +183,43 @@ def test_finetune_rejects_weights_of_another_model(trained_digits, tmp_path):
     with pytest.raises(UserError, match="another model than efficientnet_b0") as err:
         train(bad)
     assert "\n" not in str(err.value)
+
+
+def test_precise_bn_before_evaluation_holds_the_subset_statistics(tmp_path):
+    """--precise-bn N: the evaluated model's BatchNorm statistics are exactly those of N training images (a
+    fixed random subset), not the moving averages; the run still learns."""
+    from compscale.data import BatchPreparer, load_dataset
+    from compscale.models.weights import load_weights
+    from compscale.train.distributed import derive_seed
+    from compscale.train.loop import base_spec, build_for_data, train
+
+    cfg = TrainConfig(model=tiny_spec_file(tmp_path / "tiny.json"), data="digits", out=str(tmp_path / "run"), epochs=2,
+                      batch_size=32, threads=1, seed=3, augment="none", precise_bn=300)
+    result = train(cfg)
+    assert result["top1"] > 0.5
+    data = load_dataset("digits", 32, "none")
+    model = build_for_data(cfg.resolved(base_spec(cfg.model).resolution), data)
+    load_weights(model, tmp_path / "run" / "model.safetensors")
+    picked = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(derive_seed(3, 0xB7)))[:300]
+    x = BatchPreparer(data, 32, 1, torch.device("cpu"))(data.train.images[picked])
+    with torch.no_grad():
+        y = model.stem.conv(x)
+    torch.testing.assert_close(model.stem.bn.running_mean, y.mean((0, 2, 3)), rtol=1e-4, atol=1e-6)
+    with pytest.raises(UserError, match="precise-bn"):
+        TrainConfig(precise_bn=-1).validate()
+
+
+def test_recalibrate_batchnorm_edge_cases():
+    from compscale.train.precise_bn import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.BatchNorm2d(4, track_running_stats=False), torch.nn.Dropout(0.5))
+    before = model[1].running_mean.clone()
+    assert recalibrate_batchnorm(model, []) == 0  # nothing seen: nothing changed
+    assert torch.equal(model[1].running_mean, before) and not model.training
+    x = torch.randn(10, 1, 8, 8)
+    assert recalibrate_batchnorm(model, [x[:7], x[7:]]) == 10
+    with torch.no_grad():
+        torch.testing.assert_close(model[1].running_mean, model[0](x).mean((0, 2, 3)))
+    assert model[1].momentum == 0.1 and model[2].running_mean is None

@@ -166,36 +166,16 @@ def batched_cam(model: "nn.Module", x: "torch.Tensor", labels: "torch.Tensor",
 
 def recalibrate_batchnorm(model: "nn.Module", images: "torch.Tensor", bundle: Any, resolution: int,
                           batch: int = 100) -> None:
-    """Re-estimate every BatchNorm's running statistics over ``images`` (the training images) with the
-    weights fixed ("precise BN"): the batch statistics averaged with weights proportional to batch size, so
-    the mean is exactly the mean over all images. After a short schedule the running averages lag behind
-    the weights (the test loss jumps while the training loss falls), and maps computed in eval mode would
-    show that lag rather than what the network learned."""
+    """Precise BatchNorm statistics over ``images`` (the training images) before the maps: after a short
+    schedule the running averages lag behind the weights, and maps computed in eval mode would show that lag
+    rather than what the network learned (:func:`compscale.train.precise_bn.recalibrate_batchnorm`)."""
     import torch
-    from torch import nn
 
     from compscale.data import BatchPreparer
+    from compscale.train.precise_bn import recalibrate_batchnorm as recalibrate
 
     prep = BatchPreparer(bundle, resolution, model.spec.in_chans, torch.device("cpu"))
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    model.eval()  # dropout and stochastic depth off; only the BatchNorm layers gather statistics
-    for m in norms:
-        m.reset_running_stats()
-        m.train()
-    seen = 0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch):
-                chunk = images[start : start + batch]
-                seen += len(chunk)
-                for m in norms:  # running ← running + (n_b / seen)·(batch − running): a size-weighted average
-                    m.momentum = len(chunk) / seen
-                model(prep(chunk))
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
-        model.eval()
+    recalibrate(model, (prep(images[i : i + batch]) for i in range(0, len(images), batch)))
 
 
 def compute_maps(model: "nn.Module", images: "torch.Tensor", labels: "torch.Tensor", bundle: Any, resolution: int,

@@ -184,6 +184,8 @@ def _add_training_flags(p: argparse.ArgumentParser, finetune: bool) -> None:
     p.add_argument("--device", default=_S, help="auto, cpu, cuda")
     p.add_argument("--threads", type=integer, default=_S, help="CPU threads per process")
     p.add_argument("--eval-batch-size", dest="eval_batch_size", type=integer, default=_S)
+    p.add_argument("--precise-bn", dest="precise_bn", type=integer, default=_S, metavar="N",
+                   help="re-estimate BatchNorm statistics on N training images before each evaluation (0: off)")
     p.add_argument("--checkpoint-steps", dest="checkpoint_steps", type=integer, default=_S,
                    help="also checkpoint every N steps (always at each epoch's end)")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")

@@ -56,6 +56,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     eval_batch_size: int | None = None
+    precise_bn: int = 0  # re-estimate BatchNorm statistics on N training images before each evaluation; 0 = off
     checkpoint_steps: int = 0  # also checkpoint every N steps (0: per epoch and every checkpoint_minutes)
     checkpoint_minutes: float = 10.0
     # transfer learning (compscale finetune)
@@ -86,6 +87,7 @@ class TrainConfig:
                   ("checkpoint_minutes", self.checkpoint_minutes > 0),
                   ("threads", self.threads is None or self.threads >= 1),
                   ("eval_batch_size", self.eval_batch_size is None or self.eval_batch_size >= 1),
+                  ("precise_bn", self.precise_bn >= 0),
                   ("unfreeze_after", self.unfreeze_after is None or self.unfreeze_after >= 0)]
         for name, ok in checks:
             if not ok:

@@ -381,8 +381,10 @@ class _Run:
             train_time = time.perf_counter() - t0
             totals = all_reduce_sum(torch.tensor([float(loss_sum), seen], dtype=torch.float64, device=self.device), info)
             self._sync_buffers()
-            result = evaluate(self.ema.module if self.ema else self.model, self.test_loader, self.prep,
-                              self.data.num_classes, info, self.amp_dtype)
+            evaluated = self.ema.module if self.ema else self.model
+            if cfg.precise_bn:
+                self._precise_bn(evaluated)
+            result = evaluate(evaluated, self.test_loader, self.prep, self.data.num_classes, info, self.amp_dtype)
             record = {"epoch": epoch + 1, "step": (epoch + 1) * spe, "lr": lr,
                       "train_loss": float(totals[0] / max(1.0, float(totals[1]))), "loss": result.loss,
                       "top1": result.top1, "top5": result.top5,
@@ -404,6 +406,21 @@ class _Run:
         if self.ema is not None:
             self.ema.update(self.model)
         return loss
+
+    def _precise_bn(self, module: nn.Module) -> None:
+        """BatchNorm statistics of ``module`` re-estimated on ``cfg.precise_bn`` training images: a fixed random
+        subset (ImageFolder lists images class by class, so the first N would be one class), augmented with
+        fixed seeds; the same on every process and every epoch, so a resumed run stays bit-exact."""
+        from compscale.train.precise_bn import recalibrate_batchnorm
+
+        cfg = self.cfg
+        g = torch.Generator().manual_seed(derive_seed(cfg.seed, 0xB7))
+        picked = torch.randperm(len(self.data.train), generator=g)[: cfg.precise_bn].tolist()
+        indices = [(i, derive_seed(cfg.seed, 0xB7, i)) for i in picked]
+        loader = torch.utils.data.DataLoader(self.data.train, batch_size=cfg.eval_batch_size, sampler=indices,
+                                             num_workers=cfg.workers, collate_fn=collate)
+        with _autocast(self.device, self.amp_dtype):
+            recalibrate_batchnorm(module, (self.prep(x) for x, _ in loader))
 
     def _sync_buffers(self) -> None:
         """Give every process rank 0's BatchNorm statistics (DDP syncs them only at the next forward)."""
