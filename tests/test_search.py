@@ -131,6 +131,19 @@ def test_sweep_compares_strategies_at_equal_realized_cost(tiny, tmp_path, capsys
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_sweep_passes_precise_bn_to_every_job(tiny, tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "p"
+    argv = ["sweep", "--base", tiny, "--data", "digits", "--epochs", "1", "--batch-size", "32", "--limit-train", "300",
+            "--limit-test", "100", "--threads", "1", "--phis", "0", "--seeds", "1", "--precise-bn", "120",
+            "--out", str(out), "--json"]
+    assert main(argv) == 0
+    json.loads(capsys.readouterr().out)
+    configs = [yaml.safe_load(p.read_text()) for p in out.rglob("config.yaml")]
+    assert configs and all(c["precise_bn"] == 120 for c in configs)
+
+
 def test_demo_quick_writes_the_report(tmp_path):
     from compscale.analysis.demo import run_demo
 
@@ -150,6 +163,7 @@ def test_demo_quick_writes_the_report(tmp_path):
     (["--storage", "sqlite:////nonexistent-dir/x/study.db"], "cannot open the study storage"),
     (["--grid-step", "0"], "step must be > 0"),
     (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--precise-bn", "-1"], "--precise-bn must be 0"),
 ])
 def test_search_bad_input(tiny, tmp_path, capsys, extra, fragment):
     assert main(_search_args(tiny, tmp_path / "b", *extra)) == 2

@@ -23,6 +23,9 @@ def _add_run_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     p.add_argument("--warmup-epochs", type=finite_float, default=0.25)
     p.add_argument("--limit-train", type=integer, help="train on a fixed subset of N images")
     p.add_argument("--limit-test", type=integer, help="evaluate on a fixed subset of N images")
+    p.add_argument("--precise-bn", type=integer, default=0, metavar="N",
+                   help="re-estimate BatchNorm statistics on N training images before each evaluation: short "
+                        "proxies otherwise score the lag of the running averages (default 0: off)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite file in OUT); postgresql://... for many machines")
     p.add_argument("--study", help="study name (default: derived from the settings)")
     p.add_argument("--workers", type=integer, default=1, help="local worker processes")
@@ -40,7 +43,8 @@ def _settings(args: argparse.Namespace, kind: str, holdout: int | None):
     return RunSettings(base=args.base, data=args.data, out=out, resolution=args.resolution, epochs=args.epochs,
                        seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                        warmup_epochs=args.warmup_epochs, limit_train=args.limit_train,
-                       limit_test=args.limit_test, holdout=holdout, storage=args.storage, study=args.study,
+                       limit_test=args.limit_test, holdout=holdout, precise_bn=args.precise_bn,
+                       storage=args.storage, study=args.study,
                        workers=args.workers, threads=args.threads, heartbeat=args.heartbeat, join=args.join)
 
 

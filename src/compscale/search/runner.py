@@ -37,6 +37,7 @@ class RunSettings:
     limit_train: int | None = None
     limit_test: int | None = None
     holdout: int | None = None
+    precise_bn: int = 0  # training images for precise BatchNorm statistics before each evaluation (0: off)
     storage: str | None = None
     study: str | None = None
     workers: int = 1
@@ -52,6 +53,8 @@ class RunSettings:
             raise UserError(f"--workers must be at least 1, got {self.workers}")
         if self.heartbeat < 1:
             raise UserError(f"--heartbeat must be at least 1 second, got {self.heartbeat}")
+        if self.precise_bn < 0:
+            raise UserError(f"--precise-bn must be 0 (off) or a number of images, got {self.precise_bn}")
         return self
 
     def worker_threads(self) -> int:
@@ -62,7 +65,8 @@ class RunSettings:
         threads = self.worker_threads()
         opts = {"batch_size": self.batch_size, "lr": self.lr, "warmup_epochs": self.warmup_epochs,
                 "limit_train": self.limit_train,
-                "limit_test": self.limit_test, "holdout": self.holdout, "threads": threads}
+                "limit_test": self.limit_test, "holdout": self.holdout, "threads": threads,
+                "precise_bn": self.precise_bn or None}
         return {k: v for k, v in opts.items() if v is not None}
 
     def storage_url(self) -> str:
@@ -138,6 +142,8 @@ def settings_dict(settings: RunSettings) -> dict[str, Any]:
     d = asdict(settings)
     for key in ("out", "storage", "study", "workers", "threads", "heartbeat", "join"):
         d.pop(key)
+    if not d["precise_bn"]:
+        d.pop("precise_bn")  # off: the fingerprint (and so the default study name) of earlier studies is unchanged
     return d
 
 
@@ -153,4 +159,6 @@ def settings_argv(kind: str, settings: RunSettings, *extra: str) -> list[str]:
             argv += [flag, str(value)]
     if settings.holdout is not None and kind == "search":
         argv += ["--holdout", str(settings.holdout)]
+    if settings.precise_bn:
+        argv += ["--precise-bn", str(settings.precise_bn)]
     return argv + list(extra)
