@@ -215,7 +215,12 @@ def plot_sweep(result: dict[str, Any], path: str | Path) -> None:
     ax.set_title(f"Scaling strategies at equal FLOPs (alpha={result['alpha']:g}, beta={result['beta']:g}, "
                  f"gamma={result['gamma']:g})", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if not ax.get_legend_handles_labels()[0] and base is not None and base["accuracy_mean"] is not None:
+        # Only φ = 0 was run (no strategy has two points to join): show the baseline itself.
+        ax.errorbar([base["macs"] / 1e6], [100 * base["accuracy_mean"]], yerr=[100 * (base["accuracy_std"] or 0.0)],
+                    marker="o", capsize=3, color="black", label="baseline")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
