@@ -38,6 +38,9 @@ _EXPORTS = {
     "fold_batchnorm": "compscale.deploy",
     "export_onnx": "compscale.deploy",
     "export_torchscript": "compscale.deploy",
+    "export_openvino": "compscale.deploy",
+    "accuracy_cost": "compscale.deploy",
+    "photo_views": "compscale.deploy",
     "pretrained": "compscale.pretrained",
     "activation_map": "compscale.analysis.cam",
 }
