@@ -358,6 +358,13 @@ def test_measure_auto_blocks():
     assert 0.001 <= t["fast"].median < 0.05 and t["slow"].median >= 0.1
     with pytest.raises(UserError, match="inner"):
         measure(calls, batch=1, inner=0)
+    # prune: "slow" is 100x the fastest after the first round, so it is timed once; with only "fast" left
+    # there is nothing to compare, so timing stops; with two fast ones, they go on to the end.
+    t = measure(calls, batch=1, warmup=0, repeats=3, prune=2.0)
+    assert len(t["slow"].times) == 1 and len(t["fast"].times) == 1
+    calls["fast2"] = calls["fast"]
+    t = measure(calls, batch=1, warmup=0, repeats=3, prune=2.0)
+    assert len(t["slow"].times) == 1 and len(t["fast"].times) == len(t["fast2"].times) == 3
 
 
 @pytest.mark.parametrize("name,res", [MODELS[0], MODELS[3], MODELS[4]])

@@ -154,7 +154,8 @@ def optimize(
     set it: :func:`torch.set_num_threads`). ``precision="bf16"`` tries OpenVINO in bfloat16 only; ``rtol``
     defaults to 1e-4 for fp32 and 0.1 for bf16. The timings are taken at the example's batch size, so pass the batch
     you will serve. Each candidate is warmed up ``warmup`` times (TorchScript's profiling executor specialises
-    on the second call) and timed interleaved for ``repeats`` rounds and at least ``min_seconds``.
+    on the second call) and timed interleaved for ``repeats`` rounds and at least ``min_seconds``; one more
+    than twice as slow as the fastest in the first round is not timed further.
     ``model`` itself is not modified.
     """
     if not isinstance(model, nn.Module):
@@ -219,7 +220,7 @@ def optimize(
         calls[name] = (lambda m, t: (lambda: m(t)))(cand.module, inp)
     # Blocks of calls per candidate (inner="auto") keep one runtime's spinning threads out of the next one's timing.
     timings: dict[str, Timing] = measure(calls, batch=x.shape[0], warmup=warmup, repeats=repeats, min_seconds=min_seconds,
-                                       settle=1, inner="auto")
+                                       settle=1, inner="auto", prune=2.0)
     medians = {k: t.median for k, t in timings.items()}
     best = min(medians, key=medians.get)
     return OptimizedModel(candidates[best], tuple(x.shape), medians, rejected, errors, folded.folded_batchnorms, precision)
