@@ -37,7 +37,7 @@ def files(tmp_path_factory) -> Path:
     from compscale.models.weights import save_weights
 
     d = tmp_path_factory.mktemp("bad")
-    (d / "tiny.json").write_text(json.dumps(TINY.to_dict()))
+    (d / "tiny.json").write_text(json.dumps(TINY.as_dict()))
     save_weights(build_model(resolve_spec(TINY, 10, 1)), d / "tiny.safetensors")
     raw = (d / "tiny.safetensors").read_bytes()
     (d / "truncated.safetensors").write_bytes(raw[: len(raw) // 2])

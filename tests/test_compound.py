@@ -35,7 +35,7 @@ def test_phi_zero_is_the_baseline_and_negative_phi_shrinks_with_floors():
 def test_realized_cost_monotone_in_phi(phi, delta):
     low = realized_cost(SMALL.scaled(CompoundScaling().factors(phi)))
     high = realized_cost(SMALL.scaled(CompoundScaling().factors(phi + delta)))
-    assert low[0] <= high[0] and low[1] <= high[1]
+    assert low.macs <= high.macs and low.params <= high.params
 
 
 @settings(max_examples=4, deadline=None)

@@ -127,9 +127,9 @@ def test_spec_round_trips_through_json_and_builds_identically():
     spec = model_spec("efficientnet_b3")
     again = spec_from_json(spec.to_json())
     assert again == spec
-    assert spec_from_dict(spec.to_dict()) == spec
+    assert spec_from_dict(spec.as_dict()) == spec
     with pytest.raises(UserError, match="unknown field"):
-        spec_from_dict({**spec.to_dict(), "colour": "red"})
+        spec_from_dict({**spec.as_dict(), "colour": "red"})
     with pytest.raises(UserError, match="unknown model family"):
         spec_from_dict({"family": "nope"})
     custom = EfficientNetSpec(resolution=32, stem_channels=8, head_channels=64, num_classes=3)

@@ -114,7 +114,7 @@ def test_spec_round_trips_through_json_and_scales():
     spec = model_spec("inception_resnet_v2")
     assert spec_from_json(spec.to_json()) == spec
     s = scale("inception_resnet_v2", 1.0)  # the paper's α=1.2, β=1.1, γ=1.15
-    assert spec_from_dict(json.loads(json.dumps(s.spec.to_dict()))) == s.spec
+    assert spec_from_dict(json.loads(json.dumps(s.spec.as_dict()))) == s.spec
     assert s.spec.repeats == (12, 24, 11) and s.spec.resolution == 344
     assert s.spec.block_a == ((32,), (32, 32), (32, 56, 72))  # round_filters: 32·1.1 stays 32, 48 → 56, 64 → 72
     assert (s.spec.channels_a, s.spec.channels_b, s.spec.channels_c) == (352, 1200, 2296)

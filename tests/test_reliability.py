@@ -50,7 +50,7 @@ def reference(tmp_path_factory):
     """The uninterrupted run."""
     d = tmp_path_factory.mktemp("ref")
     spec = d / "tiny.json"
-    spec.write_text(json.dumps(TINY.to_dict()))
+    spec.write_text(json.dumps(TINY.as_dict()))
     proc = subprocess.run(_cmd(spec, d / "ref"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return spec, d / "ref", json.loads(proc.stdout)
@@ -124,7 +124,7 @@ def _argv(spec: Path, out: Path, epochs: int, *extra: str) -> list[str]:
 
 def _train_one_epoch(tmp_path: Path, out: Path) -> Path:
     spec = tmp_path / "tiny.json"
-    spec.write_text(json.dumps(TINY.to_dict()))
+    spec.write_text(json.dumps(TINY.as_dict()))
     assert main(_argv(spec, out, 1)) == 0
     return spec
 

@@ -179,7 +179,7 @@ def test_spec_round_trips_through_json():
     for spec in (model_spec("resnext101_64x4d"), scale("resnet50", 1.0).spec,
                  resnet_spec((1, 1, 1, 1), 4, 4, aggregation="paths", resolution=40)):
         assert spec_from_json(spec.to_json()) == spec
-        assert spec_from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+        assert spec_from_dict(json.loads(json.dumps(spec.as_dict()))) == spec
     assert spec_from_json(model_spec("resnet50").to_json()).stages[2] == ResNetStage(6, 256, 2)
 
 
@@ -194,7 +194,7 @@ def test_spec_round_trips_through_json():
         (lambda: resnet_spec((3, 4, 6, 3), aggregation="sum"), "unknown aggregation"),
         (lambda: ResNetSpec(resolution=16), "resolution must be an integer >= 32"),
         (lambda: create_model("resnext9000"), "unknown model"),
-        (lambda: spec_from_dict({**model_spec("resnet50").to_dict(), "cardinality": -1}), "cardinality"),
+        (lambda: spec_from_dict({**model_spec("resnet50").as_dict(), "cardinality": -1}), "cardinality"),
         (lambda: convert_aggregation(Bottleneck(8, 32, 4, 2), PathsBottleneck(8, 32, 4, 4)), "blocks differ"),
         (lambda: CompoundScaling(delta=0.5), "delta must be >= 1"),
         (lambda: CompoundScaling(delta=1.5), r"alpha\*beta\^2\*gamma\^2\*delta = 2.88"),
@@ -274,4 +274,4 @@ def test_realized_cost_monotone_in_phi_with_cardinality(phi, step):
     rule = CompoundScaling(alpha=1.1, beta=1.05, gamma=1.1, delta=1.35)
     low = realized_cost(tiny.scaled(rule.factors(phi)))
     high = realized_cost(tiny.scaled(rule.factors(phi + step)))
-    assert low[0] <= high[0] and low[1] <= high[1]
+    assert low.macs <= high.macs and low.params <= high.params

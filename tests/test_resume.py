@@ -18,7 +18,7 @@ from compscale.specs import EfficientNetSpec, MBConvStage
 def _tiny(path) -> str:
     spec = EfficientNetSpec(stages=(MBConvStage(1, 3, 1, 8, 1), MBConvStage(4, 3, 2, 16, 1), MBConvStage(4, 3, 2, 24, 1)),
                             stem_channels=8, head_channels=64, resolution=32, dropout=0.0, drop_path_rate=0.0)
-    path.write_text(json.dumps(spec.to_dict()))
+    path.write_text(json.dumps(spec.as_dict()))
     return str(path)
 
 

@@ -21,7 +21,7 @@ def tiny_spec_file(path) -> str:
     """A three-stage EfficientNet (stem 8, head 64) at 32 px: seconds per epoch on digits, one thread."""
     spec = EfficientNetSpec(stages=(MBConvStage(1, 3, 1, 8, 1), MBConvStage(4, 3, 2, 16, 1), MBConvStage(4, 3, 2, 24, 1)),
                             stem_channels=8, head_channels=64, resolution=32, dropout=0.0, drop_path_rate=0.0)
-    path.write_text(json.dumps(spec.to_dict()))
+    path.write_text(json.dumps(spec.as_dict()))
     return str(path)
 
 
@@ -191,14 +191,15 @@ def test_precise_bn_before_evaluation_holds_the_subset_statistics(tmp_path):
     from compscale.data import BatchPreparer, load_dataset
     from compscale.models.weights import load_weights
     from compscale.train.distributed import derive_seed
-    from compscale.train.loop import base_spec, build_for_data, train
+    from compscale.models import model_spec
+    from compscale.train.loop import build_for_data, train
 
     cfg = TrainConfig(model=tiny_spec_file(tmp_path / "tiny.json"), data="digits", out=str(tmp_path / "run"), epochs=2,
                       batch_size=32, threads=1, seed=3, augment="none", precise_bn=300)
     result = train(cfg)
     assert result["top1"] > 0.5
     data = load_dataset("digits", 32, "none")
-    model = build_for_data(cfg.resolved(base_spec(cfg.model).resolution), data)
+    model = build_for_data(cfg.resolved(model_spec(cfg.model).resolution), data)
     load_weights(model, tmp_path / "run" / "model.safetensors")
     picked = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(derive_seed(3, 0xB7)))[:300]
     x = BatchPreparer(data, 32, 1, torch.device("cpu"))(data.train.images[picked])

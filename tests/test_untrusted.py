@@ -49,7 +49,7 @@ def evil(tmp_path):
     torch.save({**state, "extra": _Payload(marker)}, d / "evil.pth")
     torch.save({"state_dict": {**state}, "optimizer": _Payload(marker)}, d / "evil_nested.pt")
     (d / "evil.safetensors").write_bytes((d / "evil.pth").read_bytes())  # a pickle under a trusted name
-    (d / "tiny.json").write_text(json.dumps(TINY.to_dict()))
+    (d / "tiny.json").write_text(json.dumps(TINY.as_dict()))
     return d, marker
 
 

@@ -18,6 +18,7 @@ from compscale.models import build_model, model_spec
 from compscale.profiler import profile
 from compscale.scaling import CompoundScaling, ScaleFactors, solve_phi
 from compscale.specs import ModelSpec
+from compscale.specs.base import Complexity
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class ScaledModel:
             "macs_ratio": self.macs_ratio,
             "nominal_macs_ratio": self.scaling.nominal_flops_ratio(self.phi),
             "stages": self.spec.stage_table(),
-            "spec": self.spec.to_dict(),
+            "spec": self.spec.as_dict(),
         }
 
 
@@ -68,18 +69,20 @@ def _check_cardinality(spec: ModelSpec, scaling: CompoundScaling) -> None:
 
 
 @lru_cache(maxsize=4096)
-def realized_cost(spec: ModelSpec) -> tuple[int, int]:
-    """(multiply-adds, params) of a concrete spec at its own resolution: from the spec's exact
-    :meth:`~compscale.specs.ModelSpec.complexity` when the family has one, else counted on the meta device."""
+def realized_cost(spec: ModelSpec) -> Complexity:
+    """Multiply-adds, params and activations of a concrete spec at its own resolution: the one cost path.
+
+    From the spec's exact :meth:`~compscale.specs.ModelSpec.complexity` when the family has one (pure
+    Python, ~1000x faster), else counted on the meta device (nothing is allocated).
+    """
     try:
-        c = spec.complexity()
-        return c.macs, c.params
+        return spec.complexity()
     except NotImplementedError:
         pass
     with torch.device("meta"):
         model = build_model(spec)
     p = profile(model, spec.resolution)
-    return p.macs, p.params
+    return Complexity(macs=p.macs, params=p.params, activations=p.activations)
 
 
 def scale(
@@ -94,8 +97,9 @@ def scale(
     _check_cardinality(base_spec, scaling)
     factors = scaling.factors(phi)
     spec = base_spec.scaled(factors, depth_rounding)
-    macs, params = realized_cost(spec)
-    return ScaledModel(base_spec, scaling, float(phi), factors, spec, params, macs, realized_cost(base_spec)[0])
+    cost = realized_cost(spec)
+    return ScaledModel(base_spec, scaling, float(phi), factors, spec, cost.params, cost.macs,
+                       realized_cost(base_spec).macs)
 
 
 def scale_to_budget(
@@ -116,7 +120,8 @@ def scale_to_budget(
             factors = scaling.factors(phi)
         except UserError:  # beyond MAX_FACTOR (steep coefficients at the solver's upper end): over any budget
             return math.inf, math.inf
-        return realized_cost(base_spec.scaled(factors, depth_rounding))
+        cost = realized_cost(base_spec.scaled(factors, depth_rounding))
+        return cost.macs, cost.params
 
     solution = solve_phi(cost, (target_macs, target_params), step=step)
     return scale(base_spec, solution.phi, scaling, depth_rounding)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
-from compscale.errors import UserError
+from compscale.errors import UserError, first_line
 
 FASHION_MNIST_DIR = Path(os.environ.get("COMPSCALE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -102,7 +102,7 @@ class FolderImages(Dataset):
             with Image.open(path) as img:
                 img = img.convert("RGB")
         except (OSError, SyntaxError, ValueError) as err:
-            raise UserError(f"{path} is not a readable image ({str(err).splitlines()[0]}); remove or replace it") from None
+            raise UserError(f"{path} is not a readable image ({first_line(err)}); remove or replace it") from None
         return _seeded(self.transform, img, seed), label
 
 

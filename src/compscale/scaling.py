@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 from compscale.errors import UserError
+from compscale.monotone import boundary
 
 #: The coefficients the paper's grid search found on EfficientNet-B0 (Section 4.2, step 1).
 PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA = 1.2, 1.1, 1.15
@@ -251,10 +252,5 @@ def solve_phi(
         raise UserError(f"budget is below the smallest buildable model (at phi={lo:g} it costs {smallest})")
     if fits(hi):
         return BudgetSolution(hi, tuple(cost(hi)), tuple(cost(hi)))
-    while hi - lo > step:
-        mid = (lo + hi) / 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
+    lo, hi = boundary(fits, lo, hi, tol=step)
     return BudgetSolution(lo, tuple(cost(lo)), tuple(cost(hi)))

@@ -75,7 +75,7 @@ class StudyModel:
         return {"name": self.name, "depth": self.depth, "width": self.width, "resolution_mult": self.resolution_mult,
                 "resolution": self.spec.resolution, "macs": self.macs, "params": self.params,
                 "target_macs": self.target_macs, "deviation": self.deviation,
-                "blocks": sum(s.repeats for s in self.spec.stages), "spec": self.spec.to_dict()}
+                "blocks": sum(s.repeats for s in self.spec.stages), "spec": self.spec.as_dict()}
 
 
 def study_models(base: ModelSpec = CAM_BASE, phi: float = 2.0, alpha: float = 1.2, beta: float = 1.1,
@@ -89,8 +89,8 @@ def study_models(base: ModelSpec = CAM_BASE, phi: float = 2.0, alpha: float = 1.
         raise UserError(f"--phi must be positive (the models must be larger than the baseline), got {phi:g}")
     compound = scale(base, phi, CompoundScaling(alpha, beta, gamma))
     target = compound.macs
-    base_macs, base_params = realized_cost(base)
-    models = [StudyModel("baseline", 1.0, 1.0, 1.0, base, base_macs, base_params, target)]
+    base_cost = realized_cost(base)
+    models = [StudyModel("baseline", 1.0, 1.0, 1.0, base, base_cost.macs, base_cost.params, target)]
     for name, dim in _DIMENSION.items():
         m = match_dimension(base, dim, target)
         d, w, r = (m.multiplier if dim == k else 1.0 for k in ("depth", "width", "resolution"))
@@ -327,7 +327,7 @@ def run_cam_study(cfg: CamStudyConfig, progress: Progress | None = None) -> dict
 
     result = {
         "config": {**asdict(cfg), "seeds": list(cfg.seeds)},
-        "base": CAM_BASE.to_dict(),
+        "base": CAM_BASE.as_dict(),
         "target_macs": models[0].target_macs,
         "max_abs_deviation": max(abs(m.deviation) for m in models[1:]),
         "models": [m.as_dict() for m in models],

@@ -16,11 +16,12 @@ from compscale.scaling import EFFICIENTNET_COEFFICIENTS, CompoundScaling
 
 def official_rows() -> list[dict[str, Any]]:
     """One row per released variant: coefficients, measured params and multiply-adds, the paper's, deviation."""
-    base_macs = realized_cost(model_spec("efficientnet_b0"))[0]
+    base_macs = realized_cost(model_spec("efficientnet_b0")).macs
     rows = []
     for variant, coeff in EFFICIENTNET_COEFFICIENTS.items():
         spec = model_spec(f"efficientnet_{variant}")
-        macs, params = realized_cost(spec)
+        cost = realized_cost(spec)
+        macs, params = cost.macs, cost.params
         paper = EFFICIENTNET_PAPER[variant]
         rows.append(
             {

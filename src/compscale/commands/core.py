@@ -17,7 +17,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name in list_models(args.pattern):
         spec = model_spec(name)
-        macs, params = realized_cost(spec)
+        cost = realized_cost(spec)
+        macs, params = cost.macs, cost.params
         rows.append({"model": name, "family": spec.family, "resolution": spec.resolution, "params": params,
                      "macs": macs, "description": model_entry(name).description})
     if args.pattern and not rows:

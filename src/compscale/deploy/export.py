@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compscale.errors import UserError
+from compscale.errors import UserError, first_line
 from compscale.io import atomic_path
 
 __all__ = [
@@ -191,7 +191,7 @@ def ort_session(data: bytes | str | os.PathLike, threads: int | None = None, tun
     try:
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise UserError(f"ONNX Runtime cannot load the model: {str(err).splitlines()[0]}") from None
+        raise UserError(f"ONNX Runtime cannot load the model: {first_line(err)}") from None
 
 
 class OnnxRuntimeModule(nn.Module):

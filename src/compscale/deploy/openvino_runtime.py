@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compscale.errors import UserError
+from compscale.errors import UserError, first_line
 
 __all__ = ["PRECISIONS", "OpenVinoModule", "available_precisions", "openvino_available", "run_ir", "save_ir"]
 
@@ -105,7 +105,7 @@ class OpenVinoModule(nn.Module):
             except UserError:
                 raise
             except Exception as err:  # OpenVINO raises RuntimeError with multi-line C++ messages
-                raise UserError(f"OpenVINO cannot compile the model: {str(err).strip().splitlines()[0]}") from None
+                raise UserError(f"OpenVINO cannot compile the model: {first_line(err)}") from None
         return self._compiled[batch]
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
@@ -172,5 +172,5 @@ def run_ir(xml_path: Path, x: torch.Tensor) -> torch.Tensor:
     try:
         compiled = core.compile_model(core.read_model(str(xml_path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     except Exception as err:
-        raise UserError(f"OpenVINO cannot load {xml_path.name}: {str(err).strip().splitlines()[0]}") from None
+        raise UserError(f"OpenVINO cannot load {xml_path.name}: {first_line(err)}") from None
     return torch.from_numpy(compiled.create_infer_request().infer({0: x.numpy()})[0].copy())

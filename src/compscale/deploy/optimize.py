@@ -35,7 +35,7 @@ from compscale.deploy.bench import Timing, measure
 from compscale.deploy.export import OnnxRuntimeModule, onnx_bytes, relative_error, trace_frozen
 from compscale.deploy.fold import fold_batchnorm
 from compscale.deploy.openvino_runtime import OpenVinoModule, default_streams
-from compscale.errors import UserError
+from compscale.errors import UserError, first_line
 
 __all__ = ["optimize", "OptimizedModel", "BACKENDS", "DEFAULT_BACKENDS", "PRECISIONS"]
 
@@ -193,7 +193,7 @@ def optimize(
             rejected[name] = str(err)
             continue
         except Exception as err:  # a backend that cannot handle this model is skipped, with the reason kept
-            rejected[name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            rejected[name] = f"{type(err).__name__}: {first_line(err, '')}"
             continue
         for cand in built:
             inp = x.contiguous(memory_format=torch.channels_last) if cand.channels_last else x
@@ -201,7 +201,7 @@ def optimize(
                 with torch.no_grad():
                     out = cand.module(inp)
             except Exception as err:
-                rejected[cand.name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                rejected[cand.name] = f"{type(err).__name__}: {first_line(err, '')}"
                 continue
             _, _, rel = relative_error(ref, out)
             errors[cand.name] = rel

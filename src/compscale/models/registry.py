@@ -11,7 +11,7 @@ from typing import Callable
 from torch import nn
 
 from compscale.errors import UserError
-from compscale.specs import ModelSpec
+from compscale.specs import ModelSpec, is_spec_file, read_spec_file
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,13 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def model_spec(name: str | ModelSpec) -> ModelSpec:
-    """The concrete spec of a registered model (a spec passes through unchanged)."""
+    """The concrete spec of a registered model name or of a spec file (``.json``/``.yaml``, as written by
+    ``ModelSpec.as_dict``); a spec passes through unchanged. Any concrete architecture, e.g. one produced by
+    ``compscale scale``, can be used without registering it."""
     if isinstance(name, ModelSpec):
         return name
+    if is_spec_file(name):
+        return read_spec_file(name)
     return model_entry(name).spec_fn()
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from compscale.errors import UserError
+from compscale.errors import UserError, first_line
 from compscale.io import atomic_path
 
 KeyMap = Callable[[nn.Module], dict[str, str]]
@@ -118,7 +118,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             what = re.search(r"GLOBAL ([\w.]+)", text)
             raise UserError(f"{path} is refused (only tensors are accepted): it holds pickled Python objects, and "
                             f"loading it could run code" + (f" (it imports {what.group(1)})" if what else "")) from None
-        first = text.splitlines()[0] if text else type(err).__name__
+        first = first_line(err)
         raise UserError(f"{path} is not a loadable weights file (only tensors are accepted): {first}") from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
@@ -153,7 +153,7 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: d
     try:
         save_file(dict(tensors), str(tmp), metadata=metadata)
     except SafetensorError as err:
-        raise UserError(f"cannot write {target}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"cannot write {target}: {first_line(err)}") from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -86,7 +86,7 @@ def enumerate_candidates(
     if not math.isfinite(target) or target <= 1:
         raise UserError(f"the target FLOPs ratio must be > 1, got {target:g}")
     base_spec = model_spec(base)
-    base_macs = realized_cost(base_spec)[0]
+    base_macs = realized_cost(base_spec).macs
     points = [(a, b, g) for a in grid(*alpha, step) for b in grid(*beta, step) for g in grid(*gamma, step)]
     nominal = both = 0
     by_spec: dict[ModelSpec, list[tuple[float, float, float, float, int, int]]] = {}
@@ -94,7 +94,8 @@ def enumerate_candidates(
         rule = CompoundScaling(a, b, g, target=target, enforce_constraint=False)
         nominal_ok = abs(rule.flops_factor - target) <= tolerance
         spec = base_spec.scaled(rule.factors(1.0), depth_rounding)
-        macs, params = realized_cost(spec)
+        cost = realized_cost(spec)
+        macs, params = cost.macs, cost.params
         realized_ok = abs(macs / base_macs - target) <= tolerance
         nominal += nominal_ok
         both += nominal_ok and realized_ok

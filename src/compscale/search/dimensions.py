@@ -14,6 +14,7 @@ from typing import Literal
 from compscale.compound import realized_cost
 from compscale.errors import UserError
 from compscale.models import model_spec
+from compscale.monotone import closest_to_target
 from compscale.scaling import ScaleFactors
 from compscale.specs import ModelSpec
 
@@ -54,7 +55,7 @@ def factors_for(dimension: str, multiplier: float) -> ScaleFactors:
 
 
 def match_dimension(
-    base: str | ModelSpec, dimension: str, target_macs: float, max_multiplier: float = 64.0, iterations: int = 60
+    base: str | ModelSpec, dimension: str, target_macs: float, max_multiplier: float = 64.0, tol: float = 1e-9
 ) -> DimensionMatch:
     """The multiplier ≥ 1 of one dimension whose realized multiply-adds are closest to ``target_macs``.
 
@@ -63,23 +64,12 @@ def match_dimension(
     """
     base_spec = model_spec(base)
 
-    def build(m: float) -> tuple[ModelSpec, int, int]:
-        spec = base_spec.scaled(factors_for(dimension, m))
-        macs, params = realized_cost(spec)
-        return spec, macs, params
+    def spec_at(m: float) -> ModelSpec:
+        return base_spec.scaled(factors_for(dimension, m))
 
-    lo, hi = 1.0, max_multiplier
-    if build(lo)[1] >= target_macs:
-        spec, macs, params = build(lo)
-        return DimensionMatch(dimension, lo, spec, macs, params, int(target_macs))
-    if build(hi)[1] < target_macs:
+    if realized_cost(spec_at(max_multiplier)).macs < target_macs:
         raise UserError(f"{dimension} scaling cannot reach {target_macs:,.0f} multiply-adds within x{max_multiplier:g}")
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        if build(mid)[1] < target_macs:
-            lo = mid
-        else:
-            hi = mid
-    under, over = build(lo), build(hi)
-    m, (spec, macs, params) = min(((lo, under), (hi, over)), key=lambda t: abs(t[1][1] - target_macs))
-    return DimensionMatch(dimension, m, spec, macs, params, int(target_macs))
+    m, _ = closest_to_target(lambda x: realized_cost(spec_at(x)).macs, target_macs, 1.0, max_multiplier, tol)
+    spec = spec_at(m)
+    cost = realized_cost(spec)
+    return DimensionMatch(dimension, m, spec, cost.macs, cost.params, int(target_macs))

@@ -82,9 +82,9 @@ def data_aware_base(base: str | ModelSpec, data: str, resolution: int | None) ->
     that is actually trained) and the requested resolution."""
     from compscale.data import load_dataset
     from compscale.models.registry import resolve_spec
-    from compscale.train.loop import base_spec
+    from compscale.models.registry import model_spec
 
-    spec = base if isinstance(base, ModelSpec) else base_spec(base)
+    spec = model_spec(base)
     bundle = load_dataset(data, resolution or spec.resolution, "none")
     return resolve_spec(spec, bundle.num_classes, bundle.channels, resolution=resolution)
 

@@ -54,7 +54,7 @@ def run_search(
     settings.validate()
     base, report = plan_search(settings, grid)
     fingerprint = {"kind": "search", **settings_dict(settings), "grid": grid.__dict__, "exhaustive": exhaustive,
-                   "base_spec": base.to_dict(), "candidates": [[c.alpha, c.beta, c.gamma] for c in report.candidates]}
+                   "base_spec": base.as_dict(), "candidates": [[c.alpha, c.beta, c.gamma] for c in report.candidates]}
     study, options = open_run("search", settings, fingerprint,
                               [{"alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "macs": c.macs}
                                for c in report.candidates], exhaustive)
@@ -80,7 +80,7 @@ def run_search(
                        "exhaustive": exhaustive, "proxy_epochs": settings.epochs}
     result["epochs_used"] = sum(t["epochs"] for t in result["trials"])
     result["epochs_exhaustive"] = total * settings.epochs
-    result["baseline"] = {"spec": base.to_dict(), "macs": report.base_macs}
+    result["baseline"] = {"spec": base.as_dict(), "macs": report.base_macs}
     if not settings.join:
         atomic_write_text(out / "search.json", json.dumps(result, indent=2))
     return result

@@ -142,7 +142,7 @@ def run_sweep(
     base = data_aware_base(settings.base, settings.data, settings.resolution)
     points = plan_sweep(base, scaling, phis, strategies)
     jobs = [(i, settings.seed + s) for i in range(len(points)) for s in range(seeds)]
-    fingerprint = {"kind": "sweep", **settings_dict(settings), "base_spec": base.to_dict(),
+    fingerprint = {"kind": "sweep", **settings_dict(settings), "base_spec": base.as_dict(),
                    "scaling": [scaling.alpha, scaling.beta, scaling.gamma], "phis": sorted(set(map(float, phis))),
                    "seeds": seeds, "strategies": list(strategies)}
     study, options = open_run("sweep", settings, fingerprint,

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from compscale.errors import UserError
+from compscale.errors import UserError, first_line
 from compscale.search.candidates import CandidateReport
 
 PARAM = "job"
@@ -70,7 +70,7 @@ def open_storage(url: str, heartbeat: int = 10):
         raise UserError(f"storage {url.split(':', 1)[0]!r} needs {missing}, which is not installed "
                         "(for PostgreSQL: pip install 'psycopg[binary]')") from None
     except Exception as err:  # SQLAlchemy raises many kinds (OperationalError, ArgumentError, ...)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise UserError(f"cannot open the study storage {_redact(url)}: {first}") from None
 
 

@@ -80,11 +80,11 @@ class ModelSpec:
     def replace(self, **changes: Any) -> "ModelSpec":
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         return {"family": self.family, **dataclasses.asdict(self)}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return json.dumps(self.as_dict(), sort_keys=True)
 
     @classmethod
     def _from_fields(cls, data: dict[str, Any]) -> "ModelSpec":
@@ -105,7 +105,7 @@ class ModelSpec:
 
 
 def spec_from_dict(data: dict[str, Any]) -> ModelSpec:
-    """Rebuild a spec written by :meth:`ModelSpec.to_dict` (or read from JSON/YAML)."""
+    """Rebuild a spec written by :meth:`ModelSpec.as_dict` (or read from JSON/YAML)."""
     if not isinstance(data, dict) or "family" not in data:
         raise UserError("a model spec must be a mapping with a 'family' key")
     values = dict(data)

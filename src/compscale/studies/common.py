@@ -166,7 +166,7 @@ def match_record(name: str, spec: ModelSpec, target: float | None, **extra: Any)
         row["deviation"] = cost["macs"] / target - 1
         row["within_tolerance"] = abs(row["deviation"]) <= MATCH_TOLERANCE
     row.update(extra)
-    row["spec"] = spec.to_dict()
+    row["spec"] = spec.as_dict()
     return row
 
 

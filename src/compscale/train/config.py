@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from compscale.errors import UserError
+from compscale.errors import UserError, first_line
 
 OPTIMIZERS = ("rmsproptf", "sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
@@ -107,13 +107,13 @@ class TrainConfig:
             eval_batch_size=self.eval_batch_size or max(self.batch_size, 64),
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
         import yaml
 
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.as_dict(), sort_keys=False)
 
 
 def _check_type(name: str, value: Any, annotation: Any) -> Any:
@@ -176,5 +176,5 @@ def load_config(path: str | Path, base: TrainConfig | None = None) -> TrainConfi
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{path} is not valid YAML: {first_line(err)}") from None
     return config_from_mapping(data or {}, base, source=str(path))

@@ -26,8 +26,10 @@ import torch
 from torch import nn
 
 from compscale.data import BatchPreparer, DataBundle, collate, load_dataset
-from compscale.errors import UserError
+from compscale.errors import UserError, first_line
 from compscale.io import atomic_path, atomic_write_text
+from compscale.models.registry import model_spec
+from compscale.specs import is_spec_file
 from compscale.train.checkpoint import (CHECKPOINT_NAME, load_checkpoint, read_weights_spec,
                                         remove_stale_temporaries, save_checkpoint, spec_mismatch)
 from compscale.train.config import TrainConfig
@@ -119,43 +121,13 @@ def eval_loader(dataset: torch.utils.data.Dataset, batch_size: int, info: DistIn
 # --- building the model ----------------------------------------------------------------------------------
 
 
-def _is_spec_file(model: Any) -> bool:
-    return isinstance(model, str) and Path(model).suffix.lower() in (".json", ".yaml", ".yml")
-
-
-def base_spec(model: str):
-    """A registered model name, or a spec file (``.json``/``.yaml``, as written by ``ModelSpec.to_dict``): any
-    concrete architecture, e.g. one produced by ``compscale scale``, can be trained without registering it."""
-    from compscale.models.registry import model_spec
-    from compscale.specs import spec_from_dict
-
-    path = Path(model)
-    if path.suffix.lower() in (".json", ".yaml", ".yml"):
-        if not path.is_file():
-            raise UserError(f"model spec file not found: {path}")
-        import json
-
-        import yaml
-
-        try:
-            text = path.read_text()
-            # JSON with json: YAML 1.1 (PyYAML) reads exponents without a dot such as 1e-05 as strings.
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (OSError, ValueError, yaml.YAMLError) as err:
-            raise UserError(f"cannot read model spec {path}: {str(err).splitlines()[0]}") from None
-        if isinstance(data, dict) and isinstance(data.get("spec"), dict):
-            data = data["spec"]
-        return spec_from_dict(data)
-    return model_spec(model)
-
-
 def build_for_data(cfg: TrainConfig, data: DataBundle) -> nn.Module:
     """The model of ``cfg`` for ``data``: from scratch (classes and input channels of the data), or, when
     ``cfg.weights`` is given, the pretrained model with a new classifier for the data's classes."""
     from compscale.models.registry import build_model, resolve_spec
     from compscale.models.weights import load_weights
 
-    base = base_spec(cfg.model)
+    base = model_spec(cfg.model)
     if cfg.weights is None:
         spec = resolve_spec(base, data.num_classes, data.channels, cfg.drop_rate, cfg.drop_path_rate, cfg.resolution)
         return build_model(spec)
@@ -163,7 +135,7 @@ def build_for_data(cfg: TrainConfig, data: DataBundle) -> nn.Module:
     spec = resolve_spec(base, saved.get("num_classes", base.num_classes) if saved else None,
                         saved.get("in_chans", base.in_chans) if saved else None, cfg.drop_rate, cfg.drop_path_rate,
                         cfg.resolution)
-    check_weights_spec(cfg.weights, saved, spec.to_dict(), cfg.model)
+    check_weights_spec(cfg.weights, saved, spec.as_dict(), cfg.model)
     model = build_model(spec)
     load_weights(model, cfg.weights)
     if not hasattr(model, "reset_classifier"):
@@ -231,7 +203,7 @@ class _Run:
             torch.backends.cudnn.benchmark = False
         elif info.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.cfg = cfg = cfg.resolved(base_spec(cfg.model).resolution)
+        self.cfg = cfg = cfg.resolved(model_spec(cfg.model).resolution)
         self.out = Path(cfg.out)
         self.device = info.device
         self.data = load_dataset(cfg.data, cfg.resolution, cfg.augment, cfg.limit_train, cfg.limit_test, cfg.holdout)
@@ -278,10 +250,10 @@ class _Run:
         if not path.is_file():
             return  # nothing saved yet (killed before the first checkpoint): start from the beginning
         state = load_checkpoint(path)
-        check_weights_spec(path, state.meta.get("spec"), self.model.spec.to_dict(), self.cfg.model)
+        check_weights_spec(path, state.meta.get("spec"), self.model.spec.as_dict(), self.cfg.model)
         saved_cfg = state.meta.get("config", {})
         for key in RESUME_KEYS:
-            if key == "model" and _is_spec_file(saved_cfg.get(key)) and _is_spec_file(self.cfg.model):
+            if key == "model" and is_spec_file(saved_cfg.get(key)) and is_spec_file(self.cfg.model):
                 continue  # a spec file may move with its study folder: its architecture was compared just above
             if key in saved_cfg and saved_cfg[key] != getattr(self.cfg, key):
                 raise UserError(f"cannot resume {path}: {key} was {saved_cfg[key]!r}, now {getattr(self.cfg, key)!r}")
@@ -303,7 +275,7 @@ class _Run:
         if not self.info.is_main:
             return
         meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": epoch * self.steps_per_epoch + step_in_epoch,
-                "config": self.cfg.to_dict(), "history": self.history, "spec": self.model.spec.to_dict(),
+                "config": self.cfg.as_dict(), "history": self.history, "spec": self.model.spec.as_dict(),
                 "ema_updates": self.ema.updates if self.ema else 0,
                 # This process's share of the epoch's training loss so far (for the epoch's mean on resume).
                 "epoch_loss": [float(self.epoch_loss[0]), self.epoch_loss[1]] if step_in_epoch else [0.0, 0]}
@@ -477,13 +449,13 @@ def eval_model(model_name: str, weights: str, data_name: str, resolution: int | 
     from compscale.models.weights import load_weights
     from compscale.train.distributed import pick_device
 
-    base = base_spec(model_name)
+    base = model_spec(model_name)
     saved = read_weights_spec(weights)
     res = resolution or (saved or {}).get("resolution") or base.resolution
     data = load_dataset(data_name, res, "none")
     in_chans = (saved or {}).get("in_chans", data.channels)
     spec = resolve_spec(base, data.num_classes, in_chans, resolution=res)
-    check_weights_spec(weights, saved, spec.to_dict(), model_name)
+    check_weights_spec(weights, saved, spec.as_dict(), model_name)
     model = load_weights(build_model(spec), weights)
     dev = pick_device(device)
     model.to(dev)
