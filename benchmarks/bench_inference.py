@@ -35,9 +35,10 @@ import torch
 
 import compscale
 from compscale.deploy import fold_batchnorm, optimize
-from compscale.deploy.bench import build_path, measure, settle_batchnorm
+from compscale.deploy.bench import measure
 from compscale.deploy.export import OnnxRuntimeModule, onnx_bytes
 from compscale.deploy.openvino_runtime import OpenVinoModule, available_precisions
+from compscale.deploy.paths import build_path, settle_batchnorm
 
 
 def timm_model(name: str) -> torch.nn.Module:
@@ -106,8 +107,10 @@ def effnet_scenario(batch: int, threads: int, repeats: int) -> tuple[list[dict],
     for p in ("eager", "channels_last", "torchscript"):
         calls[f"timm_{p}"], what = build_path(peer, p, x, threads)
         labels[f"timm_{p}"] = f"timm {what}"
-    calls["timm_ort_dyn"], labels["timm_ort_dyn"] = ort_default_dynamic(peer, x), "timm -> ONNX Runtime default session, dynamic batch"
-    calls["timm_ort_static"], labels["timm_ort_static"] = build_path(peer, "onnxruntime_default", x)[0], "timm -> ONNX Runtime default session, static shape"
+    calls["timm_ort_dyn"], labels["timm_ort_dyn"] = (ort_default_dynamic(peer, x),
+                                                     "timm -> ONNX Runtime default session, dynamic batch")
+    calls["timm_ort_static"], labels["timm_ort_static"] = (build_path(peer, "onnxruntime_default", x)[0],
+                                                           "timm -> ONNX Runtime default session, static shape")
     recipe = recipe_on(peer, x, threads, best.runner)
     if recipe is not None:
         calls["timm_recipe"], labels["timm_recipe"] = recipe
@@ -128,7 +131,8 @@ def b1_vs_resnet152(threads: int, repeats: int) -> list[dict]:
     src = "compscale" if has_own else "timm (compscale has no resnet152 yet)"
     print(f"\n[efficientnet_b1 vs resnet152 from {src}, batch 1] optimizing both ...", flush=True)
     b1_best, rn_best = optimize(b1, x1, threads=threads), optimize(rn, x2, threads=threads)
-    calls = {"b1_eager": lambda: b1(x1), "rn_eager": lambda: rn(x2), "b1_best": lambda: b1_best(x1), "rn_best": lambda: rn_best(x2)}
+    calls = {"b1_eager": lambda: b1(x1), "rn_eager": lambda: rn(x2),
+             "b1_best": lambda: b1_best(x1), "rn_best": lambda: rn_best(x2)}
     labels = {"b1_eager": "efficientnet_b1 eager", "rn_eager": f"resnet152 eager ({src.split()[0]})",
               "b1_best": f"efficientnet_b1 best ({b1_best.backend})", "rn_best": f"resnet152 best ({rn_best.backend})"}
     t = measure(calls, batch=1, warmup=2, repeats=repeats, settle=1, inner="auto")
@@ -145,7 +149,13 @@ def int8_onnx(model: torch.nn.Module, calibration: torch.Tensor) -> bytes:
     import tempfile
     from pathlib import Path
 
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -196,11 +206,13 @@ def precision_scenario(threads: int, repeats: int) -> list[dict]:
         print(f"\nefficientnet_lite0, batch {batch}, {threads} threads — speed vs fp32 best, agreement with fp32 on "
               f"{costs['fp32'].images} real views")
         w = max(map(len, labels.values()))
-        print(f"  {'path'.ljust(w)}  {'ms/batch':>9}  {'img/s':>7}  {'vs fp32':>7}  {'top-1 agree':>11}  {'top-5 overlap':>13}  {'mean |Δ|/max':>12}")
+        print(f"  {'path'.ljust(w)}  {'ms/batch':>9}  {'img/s':>7}  {'vs fp32':>7}"
+              f"  {'top-1 agree':>11}  {'top-5 overlap':>13}  {'mean |Δ|/max':>12}")
         for k, tk in t.items():
             c = costs[k]
             r = t["fp32"].median / tk.median
-            print(f"  {labels[k].ljust(w)}  {tk.latency_ms:9.1f}  {tk.images_per_s:7.1f}  {r:6.2f}x  {c.top1_agreement * 100:10.1f}%"
+            print(f"  {labels[k].ljust(w)}  {tk.latency_ms:9.1f}  {tk.images_per_s:7.1f}  {r:6.2f}x"
+                  f"  {c.top1_agreement * 100:10.1f}%"
                   f"  {c.top5_overlap * 100:12.1f}%  {c.mean_relative_error:12.2e}")
             rows.append({"key": k, "path": labels[k], "batch": batch, "latency_ms": tk.latency_ms,
                          "images_per_s": tk.images_per_s, "speed_vs_fp32": r, **c.as_dict()})
@@ -225,9 +237,11 @@ def main() -> None:
     print("\nGoals (fp32, vs timm -> ONNX Runtime default session, same run):")
     r32_, r1_ = ratio32["cs_best"], ratio1["cs_best"]
     print(f"  batch 32 throughput: {r32_:.2f}x (goal >= 1.2x) {'MET' if r32_ >= 1.2 else 'NOT MET'}  [{b32}]")
-    print(f"  batch 1 latency: {1 / r1_:.2f}x of the peer's (goal <= 0.85x) {'MET' if 1 / r1_ <= 0.85 else 'NOT MET'}  [{b1}]")
+    print(f"  batch 1 latency: {1 / r1_:.2f}x of the peer's (goal <= 0.85x)"
+          f" {'MET' if 1 / r1_ <= 0.85 else 'NOT MET'}  [{b1}]")
     if "cs_bf16" in ratio1:
-        print(f"  (bf16, not fp32: batch 32 {ratio32['cs_bf16']:.2f}x, batch 1 latency {1 / ratio1['cs_bf16']:.2f}x of the peer's;"
+        print(f"  (bf16, not fp32: batch 32 {ratio32['cs_bf16']:.2f}x,"
+              f" batch 1 latency {1 / ratio1['cs_bf16']:.2f}x of the peer's;"
               " its accuracy cost is in the reduced-precision table)")
     if args.json:
         with open(args.json, "w") as fh:

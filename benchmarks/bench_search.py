@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from compscale.analysis.demo import demo_baseline
-from compscale.search.runner import RunSettings
+from compscale.jobs.runner import RunSettings
 from compscale.search.step1 import GridSettings, run_search
 
 
@@ -38,15 +38,14 @@ def main() -> None:
 
     root = Path(args.out or tempfile.mkdtemp(prefix="bench-search-"))
     root.mkdir(parents=True, exist_ok=True)
-    base = root / "baseline.json"
-    base.write_text(demo_baseline().to_json())
     results, seconds = {}, {}
     for mode in ("exhaustive", "pruned"):
-        settings = RunSettings(base=str(base), data=args.data, out=str(root / mode), epochs=args.epochs,
+        settings = RunSettings(data=args.data, out=str(root / mode), epochs=args.epochs,
                                limit_train=args.limit_train, limit_test=args.limit_test, holdout=args.holdout,
                                threads=args.threads, workers=args.workers)
         start = time.perf_counter()
-        results[mode] = run_search(settings, GridSettings(step=args.grid_step), exhaustive=(mode == "exhaustive"))
+        results[mode] = run_search(demo_baseline(), settings, GridSettings(step=args.grid_step),
+                                   exhaustive=(mode == "exhaustive"))
         seconds[mode] = time.perf_counter() - start
 
     ex, pr = results["exhaustive"], results["pruned"]

@@ -86,8 +86,9 @@ def sync(args):
 
 def memory_child(side: str, args: argparse.Namespace) -> None:
     """Print the peak-RSS growth (bytes) of ``args.steps`` training steps of one side, in this fresh process."""
-    import compscale.train.loop  # noqa: F401  (both sides import both libraries: same baseline)
     import timm  # noqa: F401
+
+    import compscale.train.loop  # noqa: F401  (both sides import both libraries: same baseline)
 
     torch.set_num_threads(args.threads)
     _, step = build(side, args)
@@ -139,7 +140,8 @@ def main() -> None:
     for name, ts in times.items():
         best, med = min(ts), sorted(ts)[len(ts) // 2]
         ips[name] = args.batch / med
-        print(f"  {name:10s} median {med * 1000:7.1f} ms/step ({args.batch / med:6.1f} img/s), best {best * 1000:7.1f} ms")
+        print(f"  {name:10s} median {med * 1000:7.1f} ms/step ({args.batch / med:6.1f} img/s),"
+              f" best {best * 1000:7.1f} ms")
     print(f"  img/s ratio compscale / timm (medians): {ips['compscale'] / ips['timm']:.3f}")
 
     if args.device == "cuda":
@@ -155,7 +157,8 @@ def main() -> None:
         for name in sides:
             cmd = [sys.executable, __file__, "--memory-child", name, "--model", args.model, "--resolution",
                    str(args.resolution), "--batch", str(args.batch), "--threads", str(args.threads), "--classes",
-                   str(args.classes), "--steps", "2", "--device", args.device] + (["--channels-last"] if args.channels_last else [])
+                   str(args.classes), "--steps", "2", "--device",
+                   args.device] + (["--channels-last"] if args.channels_last else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             peaks[name] = json.loads(out.strip().splitlines()[-1])["peak_growth"]
     kind = "peak allocated" if args.device == "cuda" else "peak RSS growth over 2 steps (fresh process each)"

@@ -1,11 +1,46 @@
-"""Shared test set-up: one thread (the machines are shared), and helpers to make peer comparisons honest."""
+"""Shared test set-up: one thread (the machines are shared), the tests' tiny EfficientNet, and helpers to make
+peer comparisons honest."""
 
 from __future__ import annotations
 
-import torch
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
+import torch
+
+from compscale.specs import EfficientNetSpec, MBConvStage
 
 torch.set_num_threads(1)
+
+#: The tiny EfficientNet's stages; ``tiny_spec(stages=N)`` keeps the first N.
+TINY_STAGES = (
+    MBConvStage(expand_ratio=1, kernel=3, stride=1, out_channels=8, repeats=1),
+    MBConvStage(expand_ratio=4, kernel=3, stride=2, out_channels=16, repeats=1),
+    MBConvStage(expand_ratio=4, kernel=3, stride=2, out_channels=24, repeats=1),
+)
+
+
+def tiny_spec(stages: int = 3, **overrides: Any) -> EfficientNetSpec:
+    """The tests' tiny EfficientNet: three MBConv stages (8, 16, 24 channels), stem 8, head 64, 32 px, no dropout
+    or stochastic depth: seconds per epoch on digits, one thread. ``stages`` keeps the first N stages; any other
+    keyword replaces that spec field (e.g. ``head_channels=96``)."""
+    fields: dict[str, Any] = dict(stages=TINY_STAGES[:stages], stem_channels=8, head_channels=64, resolution=32,
+                                  dropout=0.0, drop_path_rate=0.0)
+    return EfficientNetSpec(**{**fields, **overrides})
+
+
+def tiny_spec_file(path: str | Path, stages: int = 3, **overrides: Any) -> str:
+    """:func:`tiny_spec` written as a JSON spec file at ``path`` (what ``compscale train SPEC.json`` takes)."""
+    Path(path).write_text(json.dumps(tiny_spec(stages, **overrides).as_dict()))
+    return str(path)
+
+
+@pytest.fixture(name="tiny_spec")
+def tiny_spec_fixture():
+    """:func:`tiny_spec`, for a test that takes it as a fixture."""
+    return tiny_spec
 
 
 def calibrate_batchnorm(*models: torch.nn.Module, seed: int = 0, resolution: int = 64) -> None:

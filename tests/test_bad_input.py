@@ -22,10 +22,9 @@ import torch
 
 from compscale.cli import EXIT_USER_ERROR, main
 from compscale.errors import UserError
-from compscale.specs import EfficientNetSpec, MBConvStage
+from conftest import tiny_spec
 
-TINY = EfficientNetSpec(stages=(MBConvStage(1, 3, 1, 8, 1), MBConvStage(4, 3, 2, 16, 1)), stem_channels=8,
-                        head_channels=32, resolution=32, dropout=0.0, drop_path_rate=0.0)
+TINY = tiny_spec(stages=2, head_channels=32)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,8 @@ def files(tmp_path_factory) -> Path:
         # A truncated JPEG passes PIL's verify() (which does not decode): it fails only when decoded.
         (d / "truncated_jpeg" / cls).mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(d / "truncated_jpeg" / cls / f"{i}.jpg")
+            pixels = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(d / "truncated_jpeg" / cls / f"{i}.jpg")
         jpg = (d / "truncated_jpeg" / cls / "0.jpg").read_bytes()
         (d / "truncated_jpeg" / cls / "0.jpg").write_bytes(jpg[: len(jpg) // 2])
 
@@ -109,28 +109,36 @@ CLI_CASES: list[tuple[str, list[str], str, set[str]]] = [
     ("model-unknown", ["profile", "efficientnet_b9"], r"unknown model 'efficientnet_b9'", set()),
     ("model-unknown-base", ["scale", "--base", "resnet9000", "--phi", "1"], r"unknown model 'resnet9000'", set()),
     ("models-no-match", ["models", "zzz*"], r"no model matches 'zzz\*'", set()),
-    ("resolution-zero", ["profile", "efficientnet_b0", "--resolution", "0"], r"resolution must be an integer >= 32", set()),
-    ("resolution-text", ["profile", "efficientnet_b0", "--resolution", "big"], r"--resolution: invalid int value", set()),
+    ("resolution-zero", ["profile", "efficientnet_b0", "--resolution", "0"],
+     r"resolution must be an integer >= 32", set()),
+    ("resolution-text", ["profile", "efficientnet_b0", "--resolution", "big"],
+     r"--resolution: invalid int value", set()),
     ("compare-at-text", ["compare", "resnet50@big"], r"the part after '@' must be an input side", set()),
-    ("export-resolution", ["export", "efficientnet_b0", "--format", "onnx", "--resolution", "0", "--out", "{out}/m.onnx"],
+    ("export-resolution", ["export", "efficientnet_b0", "--format", "onnx", "--resolution", "0",
+                           "--out", "{out}/m.onnx"],
      r"--resolution: must be >= 1", set()),
-    ("export-unknown", ["export", "nosuch", "--format", "onnx", "--out", "{out}/m.onnx"], r"unknown model 'nosuch'", set()),
+    ("export-unknown", ["export", "nosuch", "--format", "onnx", "--out", "{out}/m.onnx"],
+     r"unknown model 'nosuch'", set()),
     ("spec-file-missing", ["train", "{d}/missing.json", "--out", "{out}"], r"model spec file not found", set()),
-    ("spec-file-broken", ["train", "{d}/broken.json", "--out", "{out}"], r"cannot read model spec .*broken.json", set()),
+    ("spec-file-broken", ["train", "{d}/broken.json", "--out", "{out}"],
+     r"cannot read model spec .*broken.json", set()),
     # dataset paths, images, folders
-    ("data-missing", ["train", "{d}/tiny.json", "--data", "{d}/nowhere", "--out", "{out}"], r"dataset .* not found", set()),
+    ("data-missing", ["train", "{d}/tiny.json", "--data", "{d}/nowhere", "--out", "{out}"],
+     r"dataset .* not found", set()),
     ("data-is-file", ["train", "{d}/tiny.json", "--data", "{d}/good.png", "--out", "{out}"], r"is not a folder", set()),
     ("data-empty-folder", ["train", "{d}/tiny.json", "--data", "{d}/empty_folder", "--out", "{out}"],
      r"has no class folders", set()),
     ("data-no-readable-images", ["train", "{d}/tiny.json", "--data", "{d}/no_images", "--out", "{out}"],
      r"no readable images in .*\(2 unreadable file\(s\) skipped\)", set()),
-    ("data-truncated-jpeg", ["train", "{d}/tiny.json", "--data", "{d}/truncated_jpeg", "--out", "{out}", "--epochs", "1",
-                             "--batch-size", "4", "--resolution", "32", "--threads", "1"],
+    ("data-truncated-jpeg", ["train", "{d}/tiny.json", "--data", "{d}/truncated_jpeg", "--out", "{out}",
+                             "--epochs", "1", "--batch-size", "4", "--resolution", "32", "--threads", "1"],
      r"0.jpg is not a readable image \(image file is truncated", {"config.yaml"}),
-    ("holdout-too-big", ["train", "{d}/tiny.json", "--holdout", "100000", "--out", "{out}"], r"leaves no training images", set()),
+    ("holdout-too-big", ["train", "{d}/tiny.json", "--holdout", "100000", "--out", "{out}"],
+     r"leaves no training images", set()),
     ("image-corrupt", ["predict", "efficientnet_b0", "--weights", "{d}/tiny.safetensors", "--image", "{d}/garbage.png"],
      r"garbage.png is not a readable image", set()),
-    ("image-truncated", ["predict", "efficientnet_b0", "--weights", "{d}/tiny.safetensors", "--image", "{d}/truncated.png"],
+    ("image-truncated", ["predict", "efficientnet_b0", "--weights", "{d}/tiny.safetensors",
+                         "--image", "{d}/truncated.png"],
      r"truncated.png is not a readable image", set()),
     ("image-empty", ["cam", "efficientnet_b0", "--weights", "{d}/tiny.safetensors", "--image", "{d}/empty.png",
                      "--out", "{out}/cam.png"], r"empty.png is not a readable image", set()),
@@ -143,10 +151,12 @@ CLI_CASES: list[tuple[str, list[str], str, set[str]]] = [
      r"weights file not found", set()),
     ("weights-truncated", ["eval", "{d}/tiny.json", "--weights", "{d}/truncated.safetensors", "--data", "digits"],
      r"truncated.safetensors is not a readable safetensors file", set()),
-    ("weights-header-only", ["predict", "efficientnet_b0", "--weights", "{d}/header.safetensors", "--image", "{d}/good.png"],
+    ("weights-header-only", ["predict", "efficientnet_b0", "--weights", "{d}/header.safetensors",
+                             "--image", "{d}/good.png"],
      r"header.safetensors is not a readable safetensors file", set()),
     ("weights-garbage-export", ["export", "efficientnet_b0", "--format", "onnx", "--weights", "{d}/garbage.safetensors",
-                                "--out", "{out}/m.onnx"], r"garbage.safetensors is not a readable safetensors file", set()),
+                                "--out", "{out}/m.onnx"],
+     r"garbage.safetensors is not a readable safetensors file", set()),
     ("weights-wrong-model", ["eval", "efficientnet_b0", "--weights", "{d}/tiny.safetensors", "--data", "digits"],
      r"holds weights of another model than efficientnet_b0 \(head_channels: 32 there, 1280 here\)", set()),
     ("weights-wrong-family", ["predict", "resnet50", "--weights", "{d}/tiny.safetensors", "--image", "{d}/good.png"],
@@ -165,20 +175,26 @@ CLI_CASES: list[tuple[str, list[str], str, set[str]]] = [
      r"config key 'epochs' must be int, got str 'three'", set()),
     ("config-bool-for-int", ["train", "--config", "{d}/bool_epochs.yaml", "--out", "{out}"],
      r"config key 'epochs' must be int, got bool True", set()),
-    ("config-nan", ["train", "--config", "{d}/nan_lr.yaml", "--out", "{out}"], r"config key 'lr' must be a finite number", set()),
+    ("config-nan", ["train", "--config", "{d}/nan_lr.yaml", "--out", "{out}"],
+     r"config key 'lr' must be a finite number", set()),
     ("config-inf", ["train", "--config", "{d}/inf_warmup.yaml", "--out", "{out}"],
      r"config key 'warmup_epochs' must be a finite number", set()),
-    ("config-huge-int", ["train", "--config", "{d}/huge_int_lr.yaml", "--out", "{out}"], r"config key 'lr' must be float", set()),
-    ("config-list", ["train", "--config", "{d}/list.yaml", "--out", "{out}"], r"must be a mapping of keys to values", set()),
+    ("config-huge-int", ["train", "--config", "{d}/huge_int_lr.yaml", "--out", "{out}"],
+     r"config key 'lr' must be float", set()),
+    ("config-list", ["train", "--config", "{d}/list.yaml", "--out", "{out}"],
+     r"must be a mapping of keys to values", set()),
     ("config-not-yaml", ["train", "--config", "{d}/not_yaml.yaml", "--out", "{out}"], r"is not valid YAML", set()),
     ("config-python-tag", ["train", "--config", "{d}/python_tag.yaml", "--out", "{out}"],
      r"is not valid YAML: could not determine a constructor for the tag .*python/object/apply", set()),
     ("config-mixed-keys", ["train", "--config", "{d}/mixed_keys.yaml", "--out", "{out}"], r"unknown key 1", set()),
     ("config-missing", ["train", "--config", "{d}/none.yaml", "--out", "{out}"], r"cannot read config", set()),
-    ("flag-epochs-zero", ["train", "{d}/tiny.json", "--epochs", "0", "--out", "{out}"], r"--epochs must be at least 1", set()),
+    ("flag-epochs-zero", ["train", "{d}/tiny.json", "--epochs", "0", "--out", "{out}"],
+     r"--epochs must be at least 1", set()),
     ("flag-lr-inf", ["train", "{d}/tiny.json", "--lr", "inf", "--out", "{out}"], r"--lr: must be finite", set()),
-    ("flag-augment", ["train", "{d}/tiny.json", "--augment", "mixup", "--out", "{out}"], r"unknown augmentation 'mixup'", set()),
-    ("flag-unknown", ["train", "{d}/tiny.json", "--learning-rate", "0.1", "--out", "{out}"], r"unrecognized arguments", set()),
+    ("flag-augment", ["train", "{d}/tiny.json", "--augment", "mixup", "--out", "{out}"],
+     r"unknown augmentation 'mixup'", set()),
+    ("flag-unknown", ["train", "{d}/tiny.json", "--learning-rate", "0.1", "--out", "{out}"],
+     r"unrecognized arguments", set()),
     ("command-unknown", ["trian"], r"invalid choice: 'trian'", set()),
 ]
 
@@ -216,12 +232,12 @@ def test_cli_bad_input_is_one_line_exit_2_no_partial_output(argv, pattern, allow
 def _api_cases() -> list[tuple[str, Callable[[Path], object], str]]:
     import compscale
     from compscale.data import load_dataset
+    from compscale.jobs.queue import open_storage
     from compscale.models.weights import load_weights, read_state_dict
     from compscale.pretrained import load_image
     from compscale.scaling import CompoundScaling
-    from compscale.search.study import open_storage
-    from compscale.train.config import TrainConfig, config_from_mapping, load_config
     from compscale.train.checkpoint import load_checkpoint
+    from compscale.train.config import TrainConfig, config_from_mapping, load_config
 
     def tiny_model():
         from compscale.models.registry import build_model, resolve_spec
@@ -232,27 +248,33 @@ def _api_cases() -> list[tuple[str, Callable[[Path], object], str]]:
         ("api-alpha-nan", lambda d: CompoundScaling(alpha=float("nan")), r"alpha must be a finite number"),
         ("api-beta-text", lambda d: CompoundScaling(beta="wide"), r"beta must be a number, got 'wide'"),
         ("api-phi-inf", lambda d: compscale.scale("efficientnet_b0", float("inf")), r"phi must be a finite number"),
-        ("api-phi-steep", lambda d: compscale.scale("efficientnet_b0", 10, CompoundScaling(alpha=3.0, enforce_constraint=False)),
+        ("api-phi-steep",
+         lambda d: compscale.scale("efficientnet_b0", 10, CompoundScaling(alpha=3.0, enforce_constraint=False)),
          r"phi = 10 is too large"),
         ("api-budget-negative", lambda d: compscale.scale_to_budget("efficientnet_b0", target_macs=-1.0),
          r"a budget must be positive"),
         ("api-budget-none", lambda d: compscale.scale_to_budget("efficientnet_b0"), r"give a budget"),
-        ("api-model-unknown", lambda d: compscale.create_model("efficientnet_b42"), r"unknown model 'efficientnet_b42'"),
+        ("api-model-unknown", lambda d: compscale.create_model("efficientnet_b42"),
+         r"unknown model 'efficientnet_b42'"),
         ("api-num-classes", lambda d: compscale.create_model("efficientnet_b0", num_classes=0),
          r"num_classes must be a positive integer"),
-        ("api-resolution", lambda d: compscale.profile("efficientnet_b0", resolution=8), r"resolution must be an integer >= 32"),
+        ("api-resolution", lambda d: compscale.profile("efficientnet_b0", resolution=8),
+         r"resolution must be an integer >= 32"),
         ("api-spec-family", lambda d: compscale.spec_from_dict({"family": "transformer"}), r"transformer"),
         ("api-weights-truncated", lambda d: load_weights(tiny_model(), d / "truncated.safetensors"),
          r"is not a readable safetensors file"),
-        ("api-weights-wrong-model", lambda d: load_weights(compscale.create_model("efficientnet_b0"), d / "tiny.safetensors"),
+        ("api-weights-wrong-model",
+         lambda d: load_weights(compscale.create_model("efficientnet_b0"), d / "tiny.safetensors"),
          r"weights do not fit this model .*has shape"),
         ("api-weights-missing", lambda d: read_state_dict(d / "none.pth"), r"weights file not found"),
         ("api-checkpoint-not-training", lambda d: load_checkpoint(d / "tiny.safetensors"),
          r"is not a compscale training checkpoint"),
-        ("api-checkpoint-truncated", lambda d: load_checkpoint(d / "truncated.safetensors"), r"is not a readable checkpoint"),
+        ("api-checkpoint-truncated", lambda d: load_checkpoint(d / "truncated.safetensors"),
+         r"is not a readable checkpoint"),
         ("api-config-unknown", lambda d: config_from_mapping({"lr": 0.1, "bacth_size": 8}),
          r"unknown key 'bacth_size' \(did you mean 'batch_size'\?\)"),
-        ("api-config-type", lambda d: config_from_mapping({"seed": 1.5}), r"config key 'seed' must be int, got float 1.5"),
+        ("api-config-type", lambda d: config_from_mapping({"seed": 1.5}),
+         r"config key 'seed' must be int, got float 1.5"),
         ("api-config-file", lambda d: load_config(d / "wrong_type.yaml"), r"must be int"),
         ("api-config-validate", lambda d: TrainConfig(optimizer="lamb").validate(), r"unknown optimizer 'lamb'"),
         ("api-dataset-empty", lambda d: load_dataset(str(d / "empty_folder"), 32), r"has no class folders"),
@@ -282,7 +304,7 @@ def test_api_bad_input_raises_one_line_user_error(call, pattern, files):
 
 def test_storage_url_password_never_printed():
     """An unreachable PostgreSQL URL: one line, and the password is not in it."""
-    from compscale.search.study import open_storage
+    from compscale.jobs.queue import open_storage
 
     with pytest.raises(UserError) as err:
         open_storage("postgresql://alice:s3cret-pw@127.0.0.1:1/studies")

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from compscale.analysis.cam_study import (CAM_BASE, MODEL_NAMES, QUICK, CamStudyConfig, localisation_scores,
-                                          object_masks, run_cam_study, study_models)
+from compscale.analysis.cam_study import (
+    CAM_BASE,
+    MODEL_NAMES,
+    QUICK,
+    CamStudyConfig,
+    localisation_scores,
+    object_masks,
+    run_cam_study,
+    study_models,
+)
 from compscale.cli import main
 from compscale.models import build_model
 from compscale.profiler import profile
@@ -133,14 +141,14 @@ def test_batched_cam_equals_the_one_image_cam():
 
 
 def test_recalibrated_batchnorm_holds_the_exact_training_statistics():
-    from compscale.analysis.cam_study import recalibrate_batchnorm
+    from compscale.analysis.cam_study import recalibrate_on_images
     from compscale.data import BatchPreparer, load_dataset
 
     torch.manual_seed(0)
     model = build_model(CAM_BASE)
     bundle = load_dataset("digits", 32, "none", limit_train=250)
     images = bundle.train.images
-    recalibrate_batchnorm(model, images, bundle, 32, batch=100)  # three batches of unequal size
+    recalibrate_on_images(model, images, bundle, 32, batch=100)  # three batches of unequal size
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert not model.training and all(m.momentum == 0.1 and not m.training for m in norms)
     x = BatchPreparer(bundle, 32, 1, torch.device("cpu"))(images)

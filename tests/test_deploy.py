@@ -133,7 +133,8 @@ def test_optimize_every_backend_matches(name, res):
     x = images(3, res)
     opt = optimize(model, x, warmup=1, repeats=1, min_seconds=0.0)
     # Every default backend was built, checked and timed; none was rejected; the winner is the fastest.
-    assert {"eager", "channels_last", "torchscript", "onnxruntime", "onnxruntime[micro_batch=1]", "openvino"} <= set(opt.timings)
+    assert {"eager", "channels_last", "torchscript", "onnxruntime", "onnxruntime[micro_batch=1]",
+            "openvino"} <= set(opt.timings)
     assert any(k.startswith("openvino[micro_batch=2,") for k in opt.timings)
     assert not opt.rejected and opt.precision == "fp32"
     assert opt.backend == min(opt.timings, key=opt.timings.get)
@@ -159,7 +160,8 @@ def test_optimize_single_backend_and_other_batch_sizes(backend):
 def test_optimize_other_families(name, res):
     model = calibrated(name, res)
     x = images(2, res)
-    opt = optimize(model, x, backends=("channels_last", "onnxruntime", "openvino"), warmup=0, repeats=1, min_seconds=0.0)
+    opt = optimize(model, x, backends=("channels_last", "onnxruntime", "openvino"), warmup=0, repeats=1,
+                   min_seconds=0.0)
     assert not opt.rejected and "openvino" in opt.timings and opt.errors["openvino"] <= RTOL
     with torch.no_grad():
         assert_close(model(x), opt(x))
@@ -246,7 +248,8 @@ def test_cli_export_writes_a_file_that_loads_and_matches(capsys, tmp_path, lite0
     (["export", "efficientnet_b0", "--format", "tflite"], "invalid choice"),
     (["export", "efficientnet_b99", "--format", "onnx"], "unknown model"),
     (["export", "efficientnet_lite0", "--format", "onnx", "--weights", "{tmp}/missing.safetensors"], "not found"),
-    (["export", "efficientnet_lite0", "--format", "onnx", "--resolution", "64", "--out", "{tmp}/afile/x.onnx"], "cannot write"),
+    (["export", "efficientnet_lite0", "--format", "onnx", "--resolution", "64", "--out", "{tmp}/afile/x.onnx"],
+     "cannot write"),
     (["export", "efficientnet_lite0", "--format", "openvino", "--resolution", "64"], "ending in .xml"),
     (["bench", "efficientnet_b0", "--backend", "tensorrt"], "invalid choice"),
     (["bench", "efficientnet_b99"], "unknown model"),
@@ -320,7 +323,8 @@ def test_accuracy_cost_counts_agreement():
     model = calibrated("efficientnet_b0", 64)
     x = images(6, 64, seed=4)
     same = accuracy_cost(model, model, x, batch=4)
-    assert same.images == 6 and same.top1_agreement == 1.0 and same.top5_overlap == 1.0 and same.max_relative_error == 0.0
+    assert (same.images == 6 and same.top1_agreement == 1.0 and same.top5_overlap == 1.0
+            and same.max_relative_error == 0.0)
     with torch.no_grad():
         ref = model(x)
     # A candidate that swaps the top class of the first two images with their runner-up, and nothing else.

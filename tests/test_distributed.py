@@ -6,21 +6,15 @@ import json
 import subprocess
 import sys
 
-from compscale.specs import EfficientNetSpec, MBConvStage
-
-
-def _tiny(path) -> str:
-    spec = EfficientNetSpec(stages=(MBConvStage(1, 3, 1, 8, 1), MBConvStage(4, 3, 2, 16, 1), MBConvStage(4, 3, 2, 24, 1)),
-                            stem_channels=8, head_channels=64, resolution=32, dropout=0.0, drop_path_rate=0.0)
-    path.write_text(json.dumps(spec.as_dict()))
-    return str(path)
+from conftest import tiny_spec_file
 
 
 def test_two_process_torchrun_matches_one_process(tmp_path):
-    spec = _tiny(tmp_path / "tiny.json")
-    args = ["-m", "compscale", "train", spec, "--data", "digits", "--epochs", "6", "--batch-size", "32", "--threads", "1",
-            "--optimizer", "rmsproptf", "--lr", "0.016", "--json"]
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=300)
+    spec = tiny_spec_file(tmp_path / "tiny.json")
+    args = ["-m", "compscale", "train", spec, "--data", "digits", "--epochs", "6", "--batch-size", "32",
+            "--threads", "1", "--optimizer", "rmsproptf", "--lr", "0.016", "--json"]
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args,
                           "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)

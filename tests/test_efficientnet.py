@@ -47,9 +47,10 @@ def test_b0_exact_numbers():
     assert spec.total_blocks == 16 and spec.dropout == 0.2
 
 
-@pytest.mark.parametrize("variant, blocks, stem, head", [("b1", 23, 32, 1280), ("b2", 23, 32, 1408), ("b3", 26, 40, 1536),
-                                                         ("b4", 32, 48, 1792), ("b5", 39, 48, 2048), ("b6", 45, 56, 2304),
-                                                         ("b7", 55, 64, 2560)])
+@pytest.mark.parametrize("variant, blocks, stem, head",
+                         [("b1", 23, 32, 1280), ("b2", 23, 32, 1408), ("b3", 26, 40, 1536),
+                          ("b4", 32, 48, 1792), ("b5", 39, 48, 2048), ("b6", 45, 56, 2304),
+                          ("b7", 55, 64, 2560)])
 def test_official_variants_structure(variant, blocks, stem, head):
     spec = model_spec(f"efficientnet_{variant}")
     assert (spec.total_blocks, spec.stem_channels, spec.head_channels) == (blocks, stem, head)
@@ -73,7 +74,8 @@ def test_lite_rules():
 
 def test_registry():
     names = list_models()
-    for expected in ["efficientnet_b0", "efficientnet_b7", "tf_efficientnet_b3", "efficientnet_lite0", "efficientnet_lite4"]:
+    for expected in ["efficientnet_b0", "efficientnet_b7", "tf_efficientnet_b3", "efficientnet_lite0",
+                     "efficientnet_lite4"]:
         assert expected in names
     assert list_models("efficientnet_b*") == [f"efficientnet_b{i}" for i in range(8)]
     with pytest.raises(UserError, match="did you mean efficientnet_b0"):

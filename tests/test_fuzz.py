@@ -30,7 +30,8 @@ from compscale.train.config import TrainConfig, config_from_mapping, load_config
 
 #: The figures the README quotes (examples per test, per run).
 PARSER_EXAMPLES, MAIN_EXAMPLES, TRAIN_EXAMPLES, CONFIG_EXAMPLES, YAML_EXAMPLES = 600, 300, 300, 600, 200
-FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 PARSER = build_parser()
 SUBPARSERS: dict[str, argparse.ArgumentParser] = next(
@@ -63,7 +64,8 @@ def _no_help(tokens: list[str]) -> bool:
 @st.composite
 def _argv_for(draw, command: str) -> list[str]:
     opts = _options(SUBPARSERS[command])
-    token = st.one_of(_value, st.sampled_from(opts), st.builds(lambda o, v: f"{o}={v}", st.sampled_from(opts), _value)) \
+    token = st.one_of(_value, st.sampled_from(opts),
+                      st.builds(lambda o, v: f"{o}={v}", st.sampled_from(opts), _value)) \
         if opts else _value
     return draw(st.lists(token, max_size=8).filter(_no_help))
 

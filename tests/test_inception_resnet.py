@@ -25,7 +25,6 @@ from compscale.models.inception_resnet import (
 )
 from compscale.models.weights import detect_layout
 from compscale.specs import InceptionResNetV2Spec, spec_from_dict, spec_from_json
-
 from conftest import calibrate_batchnorm
 
 

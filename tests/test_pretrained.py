@@ -41,7 +41,8 @@ def test_cli_predict_and_cam(tmp_path, capsys):
     assert main(["predict", "efficientnet_lite0", "--image", "skimage:coffee", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["top"][0]["name"] == "espresso"
     out = tmp_path / "cam.png"
-    assert main(["cam", "efficientnet_lite0", "--image", "skimage:chelsea", "--method", "gradcam", "--out", str(out)]) == 0
+    assert main(["cam", "efficientnet_lite0", "--image", "skimage:chelsea", "--method", "gradcam",
+                 "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -36,7 +36,8 @@ def test_per_layer_sums_to_total():
     assert sum(layer.macs for layer in p.layers) == p.macs
     assert sum(layer.activations for layer in p.layers) == p.activations
     stem = p.layers[0]
-    assert (stem.name, stem.params, stem.macs, stem.activations) == ("stem.conv", 864, 32 * 27 * 112 * 112, 32 * 112 * 112)
+    assert (stem.name, stem.params, stem.macs, stem.activations) == ("stem.conv", 864, 32 * 27 * 112 * 112,
+                                                                     32 * 112 * 112)
 
 
 def test_resolution_changes_macs_not_params():

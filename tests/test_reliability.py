@@ -23,18 +23,17 @@ import pytest
 import torch
 
 from compscale.cli import EXIT_USER_ERROR, main
-from compscale.specs import EfficientNetSpec, MBConvStage
+from conftest import tiny_spec
 
-TINY = EfficientNetSpec(stages=(MBConvStage(1, 3, 1, 8, 1), MBConvStage(4, 3, 2, 16, 1), MBConvStage(4, 3, 2, 24, 1)),
-                        stem_channels=8, head_channels=64, resolution=32, dropout=0.0, drop_path_rate=0.0)
+TINY = tiny_spec()
 #: 256 images / batch 32 = 8 steps per epoch, 2 epochs; mid-epoch checkpoints after global steps 3, 6, 9, 12.
 STEPS_PER_EPOCH = 8
 
 
 def _cmd(spec: Path, out: Path, *extra: str) -> list[str]:
     # Dropout, stochastic depth, augmentation, EMA and Adam state on: every piece of state must survive.
-    return [sys.executable, "-m", "compscale", "train", str(spec), "--data", "digits", "--epochs", "2", "--threads", "1",
-            "--deterministic", "--limit-train", "256", "--limit-test", "64", "--batch-size", "32",
+    return [sys.executable, "-m", "compscale", "train", str(spec), "--data", "digits", "--epochs", "2",
+            "--threads", "1", "--deterministic", "--limit-train", "256", "--limit-test", "64", "--batch-size", "32",
             "--checkpoint-steps", "3", "--ema", "0.99", "--drop-rate", "0.2", "--drop-path-rate", "0.1",
             "--augment", "crop-flip", "--optimizer", "adamw", "--out", str(out), "--json", *extra]
 
@@ -149,7 +148,8 @@ def _mount_tmpfs(path: Path, options: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    return mount.returncode == 0
 
 
 @pytest.mark.slow

@@ -27,7 +27,6 @@ from compscale.models.resnet import (
 )
 from compscale.models.weights import detect_layout
 from compscale.specs import ResNetSpec, ResNetStage, resnet_spec, spec_from_dict, spec_from_json
-
 from conftest import calibrate_batchnorm
 
 

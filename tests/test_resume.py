@@ -12,21 +12,15 @@ import time
 import pytest
 import torch
 
-from compscale.specs import EfficientNetSpec, MBConvStage
-
-
-def _tiny(path) -> str:
-    spec = EfficientNetSpec(stages=(MBConvStage(1, 3, 1, 8, 1), MBConvStage(4, 3, 2, 16, 1), MBConvStage(4, 3, 2, 24, 1)),
-                            stem_channels=8, head_channels=64, resolution=32, dropout=0.0, drop_path_rate=0.0)
-    path.write_text(json.dumps(spec.as_dict()))
-    return str(path)
+from conftest import tiny_spec_file
 
 
 def _cmd(spec: str, out, *extra: str) -> list[str]:
     # Dropout, stochastic depth, augmentation and EMA on: every source of randomness and state is exercised.
     return [sys.executable, "-m", "compscale", "train", spec, "--data", "digits", "--epochs", "3", "--threads", "1",
             "--deterministic", "--checkpoint-steps", "4", "--ema", "0.99", "--drop-rate", "0.2",
-            "--drop-path-rate", "0.1", "--augment", "crop-flip", "--optimizer", "adamw", "--out", str(out), "--json", *extra]
+            "--drop-path-rate", "0.1", "--augment", "crop-flip", "--optimizer", "adamw", "--out", str(out), "--json",
+            *extra]
 
 
 def _weights(path):
@@ -36,7 +30,7 @@ def _weights(path):
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
-    spec = _tiny(tmp_path / "tiny.json")
+    spec = tiny_spec_file(tmp_path / "tiny.json")
     ref = subprocess.run(_cmd(spec, tmp_path / "ref"), capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
@@ -78,7 +72,7 @@ def test_checkpoint_holds_tensors_only_and_refuses_another_model(tmp_path):
     from compscale.train.config import TrainConfig
     from compscale.train.loop import train
 
-    spec = _tiny(tmp_path / "tiny.json")
+    spec = tiny_spec_file(tmp_path / "tiny.json")
     cfg = TrainConfig(model=spec, data="digits", out=str(tmp_path / "run"), epochs=1, batch_size=256, threads=1,
                       limit_train=512, optimizer="rmsproptf")
     train(cfg)
@@ -103,15 +97,13 @@ def test_checkpoint_holds_tensors_only_and_refuses_another_model(tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(tmp_path / "run", moved / "run")
     shutil.copy(tmp_path / "tiny.json", moved / "tiny.json")
-    from compscale.train.loop import TrainCallback
+    started: list[int] = []
 
-    class Epochs(TrainCallback):
-        started: list[int] = []
+    def progress(event):
+        if event.kind == "epoch_start":
+            started.append(event.info["epoch"])
 
-        def on_epoch_start(self, epoch, epochs, steps, start_step):
-            self.started.append(epoch)
-
-    cb = Epochs()
-    result = train(TrainConfig(**{**cfg.__dict__, "model": str(moved / "tiny.json"), "out": str(moved / "run"), "epochs": 2}),
-                   resume=True, callback=cb)
-    assert cb.started == [1] and result["epochs"] == 2  # went on from the saved epoch, did not start over
+    moved_cfg = TrainConfig(**{**cfg.__dict__, "model": str(moved / "tiny.json"), "out": str(moved / "run"),
+                               "epochs": 2})
+    result = train(moved_cfg, resume=True, progress=progress)
+    assert started == [1] and result["epochs"] == 2  # went on from the saved epoch, did not start over

@@ -103,7 +103,8 @@ def test_killed_worker_resumes_without_rerunning_finished_trials(tiny, tmp_path)
     assert states["FAIL"] == 1 and states["RUNNING"] == 0 and states["WAITING"] == 0  # the killed trial, retried
 
 
-@pytest.mark.skipif(not os.environ.get("COMPSCALE_TEST_POSTGRES"), reason="set COMPSCALE_TEST_POSTGRES (CI starts a server)")
+@pytest.mark.skipif(not os.environ.get("COMPSCALE_TEST_POSTGRES"),
+                    reason="set COMPSCALE_TEST_POSTGRES (CI starts a server)")
 def test_postgresql_study_with_two_workers(tiny, tmp_path, capsys):
     url = os.environ["COMPSCALE_TEST_POSTGRES"]
     name = f"pytest-{os.getpid()}-{int(time.time())}"
@@ -156,7 +157,8 @@ def test_demo_quick_writes_the_report(tmp_path):
 
 
 @pytest.mark.parametrize("extra, fragment", [
-    (["--alpha-range", "1", "1.05", "--beta-range", "1", "1.05", "--gamma-range", "1", "1.05"], "no (alpha, beta, gamma)"),
+    (["--alpha-range", "1", "1.05", "--beta-range", "1", "1.05", "--gamma-range", "1", "1.05"],
+     "no (alpha, beta, gamma)"),
     (["--tolerance", "0"], "--tolerance must be > 0"),
     (["--tolerance", "-1"], "--tolerance must be > 0"),
     (["--storage", "postgresql://nobody:secret@127.0.0.1:1/none"], "cannot open the study storage"),
@@ -191,8 +193,9 @@ def test_killing_one_of_two_workers_at_a_random_point(tiny, tmp_path):
     deadline = time.monotonic() + 60
     joiner = None
     while joiner is None and time.monotonic() < deadline:
-        ps = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(main_proc.pid)], capture_output=True, text=True)
-        joiner = next((int(line.split()[0]) for line in ps.stdout.splitlines() if "--join" in line), None)
+        ps = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(main_proc.pid)],
+                            capture_output=True, text=True)
+        joiner = next((int(line.split()[0]) for line in ps.stdout.splitlines() if " worker " in line), None)
         time.sleep(0.1)
     assert joiner, "the second worker did not start"
     time.sleep(random.Random().uniform(1.0, 4.0))

@@ -18,7 +18,6 @@ from compscale.models.weights import load_state_dict
 from compscale.paper import SEED_TABLE
 from compscale.profiler import profile
 from compscale.specs import spec_from_dict
-
 from conftest import calibrate_batchnorm
 
 PAPER = {row.model: row for row in SEED_TABLE}

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from compscale.cli import main
+from compscale.compound import realized_cost
 from compscale.errors import UserError
 from compscale.models import create_model, model_spec
 from compscale.specs import spec_from_dict
-from compscale.studies.common import cost_of
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -23,8 +23,8 @@ def test_tiny_members_build_through_their_specs_at_32px():
         spec = model_spec(name).replace(in_chans=1, num_classes=10)
         assert spec.resolution == 32 and spec.stem_type == "cifar"
         assert spec_from_dict(json.loads(spec.to_json())) == spec
-        cost = cost_of(spec)
-        assert (cost["macs"], cost["params"]) == (macs, params), name
+        cost = realized_cost(spec)
+        assert (cost.macs, cost.params) == (macs, params), name
         model = create_model(spec).eval()
         with torch.no_grad():
             assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
@@ -71,9 +71,9 @@ def _check_model_rows(models):
     for m in models:
         spec = spec_from_dict(m["spec"])
         assert (spec.in_chans, spec.num_classes, spec.resolution) == (1, 10, 32)  # the models trained on digits
-        cost = cost_of(spec)
-        assert m["macs"] == cost["macs"] and m["params"] == cost["params"]  # realized, not nominal
-        assert m["activations"] == cost["activations"] > 0
+        cost = realized_cost(spec)
+        assert m["macs"] == cost.macs and m["params"] == cost.params  # realized, not nominal
+        assert m["activations"] == cost.activations > 0
         acc = m["accuracy"]
         assert acc["seeds"] == 2 and len(acc["values"]) == 2
         assert all(0.0 <= v <= 1.0 for v in acc["values"])

@@ -11,18 +11,10 @@ import pytest
 import torch
 
 from compscale.errors import UserError
-from compscale.specs import EfficientNetSpec, MBConvStage
 from compscale.train.config import TrainConfig
 from compscale.train.ema import ModelEma
 from compscale.train.optim import RMSpropTF, lr_factor
-
-
-def tiny_spec_file(path) -> str:
-    """A three-stage EfficientNet (stem 8, head 64) at 32 px: seconds per epoch on digits, one thread."""
-    spec = EfficientNetSpec(stages=(MBConvStage(1, 3, 1, 8, 1), MBConvStage(4, 3, 2, 16, 1), MBConvStage(4, 3, 2, 24, 1)),
-                            stem_channels=8, head_channels=64, resolution=32, dropout=0.0, drop_path_rate=0.0)
-    path.write_text(json.dumps(spec.as_dict()))
-    return str(path)
+from conftest import tiny_spec_file
 
 
 def test_rmsprop_tf_follows_the_tf_update_rule():
@@ -128,7 +120,7 @@ def test_tiny_model_learns_digits_in_under_a_minute(trained_digits):
 
 
 def test_eval_matches_training_and_reports_per_class(trained_digits):
-    from compscale.train.loop import eval_model
+    from compscale.train.evaluate import eval_model
 
     cfg, result, _ = trained_digits
     ev, data = eval_model(cfg.model, f"{cfg.out}/model.safetensors", "digits", device="cpu")
@@ -159,8 +151,9 @@ def test_finetune_new_head_with_frozen_backbone(trained_digits, tmp_path):
     cfg, _, _ = trained_digits
     data = _digit_folder(tmp_path / "folder")
     weights = f"{cfg.out}/model.safetensors"
-    ft = TrainConfig(model=cfg.model, data=data, out=str(tmp_path / "ft"), epochs=5, batch_size=16, threads=1, warmup_epochs=0,
-                     weights=weights, freeze_backbone=True, head_lr=0.05, lr=0.001, augment="none", resolution=32)
+    ft = TrainConfig(model=cfg.model, data=data, out=str(tmp_path / "ft"), epochs=5, batch_size=16, threads=1,
+                     warmup_epochs=0, weights=weights, freeze_backbone=True, head_lr=0.05, lr=0.001, augment="none",
+                     resolution=32)
     result = train(ft)
     before, after = read_state_dict(weights), read_state_dict(tmp_path / "ft" / "model.safetensors")
     assert after["classifier.weight"].shape == (3, 64)  # the new head, for 3 classes
@@ -189,9 +182,9 @@ def test_precise_bn_before_evaluation_holds_the_subset_statistics(tmp_path):
     """--precise-bn N: the evaluated model's BatchNorm statistics are exactly those of N training images (a
     fixed random subset), not the moving averages; the run still learns."""
     from compscale.data import BatchPreparer, load_dataset
+    from compscale.models import model_spec
     from compscale.models.weights import load_weights
     from compscale.train.distributed import derive_seed
-    from compscale.models import model_spec
     from compscale.train.loop import build_for_data, train
 
     cfg = TrainConfig(model=tiny_spec_file(tmp_path / "tiny.json"), data="digits", out=str(tmp_path / "run"), epochs=2,

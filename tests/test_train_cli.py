@@ -11,14 +11,7 @@ import pytest
 
 from compscale.cli import main
 from compscale.data import FASHION_MNIST_DIR
-from compscale.specs import EfficientNetSpec, MBConvStage
-
-
-def _tiny(path, head: int = 64) -> str:
-    spec = EfficientNetSpec(stages=(MBConvStage(1, 3, 1, 8, 1), MBConvStage(4, 3, 2, 16, 1), MBConvStage(4, 3, 2, 24, 1)),
-                            stem_channels=8, head_channels=head, resolution=32, dropout=0.0, drop_path_rate=0.0)
-    path.write_text(json.dumps(spec.as_dict()))
-    return str(path)
+from conftest import tiny_spec_file
 
 
 def _one_line_error(capsys, argv: list[str], match: str) -> None:
@@ -30,7 +23,7 @@ def _one_line_error(capsys, argv: list[str], match: str) -> None:
 
 
 def test_bad_inputs_give_one_line_and_exit_2(capsys, tmp_path):
-    tiny = _tiny(tmp_path / "tiny.json")
+    tiny = tiny_spec_file(tmp_path / "tiny.json")
     _one_line_error(capsys, ["train", tiny, "--data", str(tmp_path / "no-such-dir")], "not found")
     (tmp_path / "noimg" / "a").mkdir(parents=True)
     (tmp_path / "noimg" / "a" / "x.jpg").write_text("not a jpeg")
@@ -53,9 +46,9 @@ def test_bad_inputs_give_one_line_and_exit_2(capsys, tmp_path):
     from compscale.models.weights import save_weights
     from compscale.specs import spec_from_dict
 
-    _tiny(tmp_path / "wide.json", head=96)
-    save_weights(create_model(spec_from_dict(json.loads((tmp_path / "wide.json").read_text())), num_classes=10, in_chans=1),
-                 tmp_path / "wide.safetensors")
+    tiny_spec_file(tmp_path / "wide.json", head_channels=96)
+    wide = spec_from_dict(json.loads((tmp_path / "wide.json").read_text()))
+    save_weights(create_model(wide, num_classes=10, in_chans=1), tmp_path / "wide.safetensors")
     _one_line_error(capsys, ["eval", tiny, "--weights", str(tmp_path / "wide.safetensors"), "--data", "digits"],
                     "another model")
     _one_line_error(capsys, ["finetune", "efficientnet_b0", "--weights", str(tmp_path / "wide.safetensors"),
@@ -71,7 +64,7 @@ def test_bad_inputs_give_one_line_and_exit_2(capsys, tmp_path):
 
 
 def test_config_file_train_eval_finetune(capsys, tmp_path):
-    tiny = _tiny(tmp_path / "tiny.json")
+    tiny = tiny_spec_file(tmp_path / "tiny.json")
     out = tmp_path / "run"
     (tmp_path / "cfg.yaml").write_text(f"model: {tiny}\ndata: digits\nepochs: 2\nbatch_size: 50\nthreads: 1\n"
                                        f"limit_train: 600\nweight_decay: 1e-5\nout: {out}\n")
@@ -81,7 +74,8 @@ def test_config_file_train_eval_finetune(capsys, tmp_path):
     import yaml
 
     resolved = yaml.safe_load((out / "config.yaml").read_text())
-    assert resolved["epochs"] == 3 and resolved["lr"] == pytest.approx(0.016 * 50 / 256) and resolved["resolution"] == 32
+    assert resolved["epochs"] == 3 and resolved["lr"] == pytest.approx(0.016 * 50 / 256)
+    assert resolved["resolution"] == 32
     # The written config reproduces the run exactly.
     assert main(["train", "--config", str(out / "config.yaml"), "--out", str(tmp_path / "again"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["top1"] == result["top1"]
@@ -111,10 +105,10 @@ def test_config_file_train_eval_finetune(capsys, tmp_path):
                     reason="dataset-fashion-mnist not installed (make setup-test installs it)")
 def test_fashion_mnist_end_to_end_with_progress_bar(tmp_path):
     # The command with efficientnet_b0 takes minutes on 2 shared cores; the same path with a small model.
-    tiny = _tiny(tmp_path / "tiny.json")
+    tiny = tiny_spec_file(tmp_path / "tiny.json")
     proc = subprocess.run([sys.executable, "-m", "compscale", "train", tiny, "--data", "fashion-mnist", "--resolution",
-                           "32", "--epochs", "1", "--limit-train", "5000", "--threads", "1", "--out", str(tmp_path / "f"),
-                           "--json"], capture_output=True, text=True, timeout=300)
+                           "32", "--epochs", "1", "--limit-train", "5000", "--threads", "1",
+                           "--out", str(tmp_path / "f"), "--json"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "epoch 1/1" in proc.stderr and ("step/s" in proc.stderr or "s/step" in proc.stderr)  # the tqdm bar
     assert "5000 train / 10000 test" in proc.stderr

@@ -19,11 +19,10 @@ import torch
 
 from compscale.cli import EXIT_USER_ERROR, main
 from compscale.errors import UserError
-from compscale.specs import EfficientNetSpec, MBConvStage
+from conftest import tiny_spec
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "compscale"
-TINY = EfficientNetSpec(stages=(MBConvStage(1, 3, 1, 8, 1), MBConvStage(4, 3, 2, 16, 1)), stem_channels=8,
-                        head_channels=32, resolution=32, dropout=0.0, drop_path_rate=0.0)
+TINY = tiny_spec(stages=2, head_channels=32)
 
 
 class _Payload:
@@ -79,11 +78,13 @@ def test_load_weights_refuses_pickled_code(evil, name):
 
 @pytest.mark.parametrize("argv, expect", [
     (["eval", "{d}/tiny.json", "--weights", "{d}/evil.pth", "--data", "digits"], "is refused"),
-    (["eval", "{d}/tiny.json", "--weights", "{d}/evil.safetensors", "--data", "digits"], "not a readable safetensors file"),
+    (["eval", "{d}/tiny.json", "--weights", "{d}/evil.safetensors", "--data", "digits"],
+     "not a readable safetensors file"),
     (["predict", "efficientnet_b0", "--weights", "{d}/evil.pth", "--image", "skimage:coffee"], "is refused"),
     (["predict", "efficientnet_b0", "--weights", "{d}/evil_nested.pt", "--image", "skimage:coffee"], "is refused"),
     (["finetune", "{d}/tiny.json", "--weights", "{d}/evil.pth", "--data", "digits", "--out", "{d}/ft"], "is refused"),
-    (["export", "efficientnet_b0", "--format", "onnx", "--weights", "{d}/evil.pth", "--out", "{d}/m.onnx"], "is refused"),
+    (["export", "efficientnet_b0", "--format", "onnx", "--weights", "{d}/evil.pth", "--out", "{d}/m.onnx"],
+     "is refused"),
 ], ids=["eval-pth", "eval-disguised", "predict-pth", "predict-nested", "finetune", "export"])
 def test_cli_refuses_pickled_code(evil, argv, expect, capsys):
     d, marker = evil
@@ -165,8 +166,8 @@ def _scan() -> tuple[list[str], list[str], int]:
                          for k in call.keywords)
                 if not ok:
                     unsafe_torch.append(where(call))
-            elif name in ("eval", "exec", "compile", "__import__") or name.endswith(("yaml.load", "yaml.unsafe_load",
-                                                                                     "yaml.full_load", "yaml.load_all")):
+            elif name in ("eval", "exec", "compile", "__import__") or name.endswith(
+                    ("yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all")):
                 forbidden.append(f"{where(call)} calls {name}")
             elif name.endswith(("np.load", "numpy.load")) and any(
                     k.arg == "allow_pickle" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
@@ -193,7 +194,8 @@ def test_the_scan_catches_what_it_forbids(tmp_path, monkeypatch):
         (pkg / f"m{i}.py").write_text("x = 1\n")
     (pkg / "bad.py").write_text("import pickle\nimport torch, yaml\n"
                                 "a = torch.load('f')\nb = torch.load('f', weights_only=False)\n"
-                                "c = yaml.load('x')\nd = eval('1')\nm = torch.nn.Linear(1, 1).eval()\ne = torch.load('f', weights_only=True)\n")
+                                "c = yaml.load('x')\nd = eval('1')\nm = torch.nn.Linear(1, 1).eval()\n"
+                                "e = torch.load('f', weights_only=True)\n")
     monkeypatch.setattr(sys.modules[__name__], "SRC", pkg)
     unsafe_torch, forbidden, seen = _scan()
     assert seen == 3 and len(unsafe_torch) == 2

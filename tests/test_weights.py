@@ -10,13 +10,13 @@ import torchvision
 from compscale import create_model, load_state_dict, load_weights, save_weights
 from compscale.errors import UserError
 from compscale.models.weights import convert_state_dict, detect_layout, read_state_dict
-
 from conftest import calibrate_batchnorm
 
 PEERS = [
     ("efficientnet_b0", lambda: timm.create_model("efficientnet_b0"), "timm", 64),
     ("efficientnet_b3", lambda: timm.create_model("efficientnet_b3"), "timm", 64),
-    ("tf_efficientnet_b0", lambda: timm.create_model("tf_efficientnet_b0"), "timm", 67),  # odd size: SAME pads asymmetrically
+    # odd size: SAME pads asymmetrically
+    ("tf_efficientnet_b0", lambda: timm.create_model("tf_efficientnet_b0"), "timm", 67),
     ("efficientnet_lite0", lambda: timm.create_model("tf_efficientnet_lite0"), "timm", 67),
     ("efficientnet_b0", lambda: torchvision.models.efficientnet_b0(), "torchvision", 64),
 ]

@@ -8,7 +8,7 @@ budget constrains and what the paper's "FLOPs ≈ 2^φ" only approximates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 
 import torch
@@ -60,6 +60,26 @@ class ScaledModel:
             "stages": self.spec.stage_table(),
             "spec": self.spec.as_dict(),
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostMatch:
+    """A concrete architecture built to about ``target_macs`` multiply-adds, with its realized cost: what every
+    "at equal FLOPs" comparison (step 2, the CAM study, the studies) holds beside each model."""
+
+    spec: ModelSpec = field(repr=False)
+    macs: int
+    params: int
+    target_macs: int
+
+    @property
+    def deviation(self) -> float:
+        """Realized multiply-adds relative to the target, minus one (reported, never assumed zero)."""
+        return self.macs / self.target_macs - 1
+
+    def cost_dict(self) -> dict:
+        return {"macs": self.macs, "params": self.params, "target_macs": self.target_macs,
+                "deviation": self.deviation, "resolution": self.spec.resolution}
 
 
 def _check_cardinality(spec: ModelSpec, scaling: CompoundScaling) -> None:

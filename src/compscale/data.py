@@ -173,7 +173,8 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     # Pixel values are 0..16: stretch them to 0..255 so every dataset reaches the model as uint8.
     images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     x_tr, x_te, y_tr, y_te = train_test_split(images, d.target, test_size=0.2, random_state=0, stratify=d.target)
-    return (torch.from_numpy(x_tr), torch.from_numpy(y_tr).long(), torch.from_numpy(x_te), torch.from_numpy(y_te).long())
+    return (torch.from_numpy(x_tr), torch.from_numpy(y_tr).long(), torch.from_numpy(x_te),
+            torch.from_numpy(y_te).long())
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -313,7 +314,8 @@ def _folder(root: Path, resolution: int, augment: str, limit_train: int | None) 
     if empty:
         notes.append(f"{len(empty)} empty class folder(s): {', '.join(empty)}")
     if not train_samples:
-        raise UserError(f"no readable images in {root}" + (f" ({skipped} unreadable file(s) skipped)" if skipped else ""))
+        raise UserError(f"no readable images in {root}"
+                        + (f" ({skipped} unreadable file(s) skipped)" if skipped else ""))
     if not test_samples:
         notes.append("no test images (too few per class for a split): evaluating on the training images")
         test_samples = list(train_samples)
@@ -321,7 +323,8 @@ def _folder(root: Path, resolution: int, augment: str, limit_train: int | None) 
         keep = np.sort(np.random.default_rng(0).permutation(len(train_samples))[:limit_train])
         train_samples = [train_samples[i] for i in keep]
     train_tf, test_tf = _folder_transforms(resolution, augment)
-    return DataBundle(root.name or str(root), FolderImages(train_samples, train_tf), FolderImages(test_samples, test_tf),
+    return DataBundle(root.name or str(root), FolderImages(train_samples, train_tf),
+                      FolderImages(test_samples, test_tf),
                       tuple(classes), 3, IMAGENET_MEAN, IMAGENET_STD, None, augment, notes)
 
 
@@ -373,7 +376,8 @@ class BatchPreparer:
             mean, std = mean.expand(in_chans), std.expand(in_chans)
         elif len(mean) == 3 and in_chans == 1:  # colour data into a grayscale model: ITU-R 601 luma, as PIL's "L"
             self.luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1).to(device)
-            mean, std = (self.luma.cpu().flatten() * mean).sum(0, keepdim=True), (self.luma.cpu().flatten() * std).sum(0, keepdim=True)
+            mean, std = ((self.luma.cpu().flatten() * mean).sum(0, keepdim=True),
+                         (self.luma.cpu().flatten() * std).sum(0, keepdim=True))
         # x/255 then (x - mean)/std, folded into one multiply-add.
         self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(device)
         self.shift = (-mean / std).view(1, -1, 1, 1).to(device)

@@ -152,7 +152,8 @@ def class_names(num_classes: int, names: Sequence[str] | None = None) -> list[st
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, topk: int = 5, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def predict(model: nn.Module, x: torch.Tensor, topk: int = 5,
+            names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The top-k classes of one preprocessed image: ``[{"index", "name", "prob"}, ...]``."""
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
         raise UserError(f"topk must be a positive integer, got {topk!r}")

@@ -41,7 +41,8 @@ class Profile:
     layers: tuple[LayerProfile, ...] = field(default=(), repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"params": self.params, "macs": self.macs, "activations": self.activations, "resolution": self.resolution}
+        return {"params": self.params, "macs": self.macs, "activations": self.activations,
+                "resolution": self.resolution}
 
 
 _COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -65,13 +66,32 @@ def profile(
     ``model`` is a module or a registered name (built on the meta device). The resolution defaults to the
     model spec's. Weights are never read and no activation memory is allocated.
     """
+    model = _as_module(model)
+    h, w = _input_size(model, resolution)
+    if in_chans is None:
+        spec = getattr(model, "spec", None)
+        in_chans = spec.in_chans if spec is not None else _first_conv_in_channels(model)
+    params = sum(p.numel() for p in model.parameters())
+    flops, acts = _count(model, in_chans, h, w)
+    total_macs = sum(flops.get("Global", {}).values()) // 2
+    layers = _layer_profiles(model, flops, acts) if per_layer else ()
+    return Profile(params, int(total_macs), sum(acts.values()), int(h) if h == w else (int(h), int(w)), layers)
+
+
+def _as_module(model: nn.Module | str) -> nn.Module:
+    """``model`` itself, or the registered model of that name built on the meta device."""
     if isinstance(model, str):
         from compscale.models import create_model
 
         with torch.device("meta"):
             model = create_model(model)
-    spec = getattr(model, "spec", None)
+    return model
+
+
+def _input_size(model: nn.Module, resolution: int | tuple[int, int] | None) -> tuple[int, int]:
+    """(height, width) of the input: ``resolution`` (one side or both), else the model spec's; checked."""
     if resolution is None:
+        spec = getattr(model, "spec", None)
         if spec is None:
             raise UserError("give a resolution: this model carries no spec")
         resolution = spec.resolution
@@ -81,10 +101,12 @@ def profile(
             raise UserError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {side!r}")
         if side > MAX_RESOLUTION:
             raise UserError(f"resolution must be at most {MAX_RESOLUTION:,} pixels, got {side!r}")
-    if in_chans is None:
-        in_chans = spec.in_chans if spec is not None else _first_conv_in_channels(model)
+    return h, w
 
-    params = sum(p.numel() for p in model.parameters())
+
+def _count(model: nn.Module, in_chans: int, h: int, w: int) -> tuple[dict[str, dict[Any, int]], dict[str, int]]:
+    """One eval-mode forward pass on the meta device: FLOP counts per module (2 × MACs, as
+    :class:`FlopCounterMode` reports them), and the elements written by each counted layer."""
     acts: dict[str, int] = {}
 
     def record(name: str):
@@ -93,8 +115,7 @@ def profile(
 
         return hook
 
-    modules = dict(model.named_modules())
-    handles = [m.register_forward_hook(record(n)) for n, m in modules.items() if isinstance(m, _COUNTED)]
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, _COUNTED)]
     was_training = model.training
     model.eval()
     try:
@@ -106,27 +127,27 @@ def profile(
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    return counter.get_flop_counts(), acts
 
-    flops = counter.get_flop_counts()
-    total_macs = sum(flops.get("Global", {}).values()) // 2
-    layers: tuple[LayerProfile, ...] = ()
-    if per_layer:
-        rows = []
-        for name, mod in modules.items():
-            if not isinstance(mod, _COUNTED):
-                continue
-            own = flops.get(f"{type(model).__name__}.{name}", {}) if name else {}
-            rows.append(
-                LayerProfile(
-                    name=name,
-                    kind=type(mod).__name__,
-                    params=sum(p.numel() for p in mod.parameters(recurse=False)),
-                    macs=sum(own.values()) // 2,
-                    activations=acts.get(name, 0),
-                )
+
+def _layer_profiles(model: nn.Module, flops: dict[str, dict[Any, int]],
+                    acts: dict[str, int]) -> tuple[LayerProfile, ...]:
+    """One :class:`LayerProfile` per conv and linear layer, in module order."""
+    rows = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, _COUNTED):
+            continue
+        own = flops.get(f"{type(model).__name__}.{name}", {}) if name else {}
+        rows.append(
+            LayerProfile(
+                name=name,
+                kind=type(mod).__name__,
+                params=sum(p.numel() for p in mod.parameters(recurse=False)),
+                macs=sum(own.values()) // 2,
+                activations=acts.get(name, 0),
             )
-        layers = tuple(rows)
-    return Profile(params, int(total_macs), sum(acts.values()), int(h) if h == w else (int(h), int(w)), layers)
+        )
+    return tuple(rows)
 
 
 def _first_conv_in_channels(model: nn.Module) -> int:

@@ -130,17 +130,13 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarra
     return np.clip((1 - alpha) * rgb + alpha * heat, 0, 1)
 
 
-def save_cam_figure(path: str, panels: Sequence[tuple[str, np.ndarray, np.ndarray, Sequence[str]]], title: str = "") -> None:
+def save_cam_figure(path: str, panels: Sequence[tuple[str, np.ndarray, np.ndarray, Sequence[str]]],
+                    title: str = "") -> None:
     """A row of overlays, one per panel ``(title, image, cam, caption lines)``, written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from compscale.io import atomic_path
+    from compscale.plots import pyplot, save_figure
 
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.9), squeeze=False)
+    fig, axes = pyplot().subplots(1, n, figsize=(3.2 * n, 3.9), squeeze=False)
     for ax, (name, image, cam, caption) in zip(axes[0], panels):
         ax.imshow(overlay(image, cam))
         ax.set_title(name, fontsize=10)
@@ -150,6 +146,4 @@ def save_cam_figure(path: str, panels: Sequence[tuple[str, np.ndarray, np.ndarra
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -22,13 +22,16 @@ Both are averaged over the images, then mean ± standard deviation over seeds (e
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from compscale.compound import CostMatch
 from compscale.errors import UserError
+from compscale.plots import pyplot, save_figure
+from compscale.progress import Progress, report
 from compscale.specs import EfficientNetSpec, MBConvStage, ModelSpec
 
 if TYPE_CHECKING:
@@ -49,33 +52,20 @@ _DIMENSION = {"deeper": "depth", "wider": "width", "higher-res": "resolution"}
 METRICS: tuple[tuple[str, str], ...] = (("top1", "test top-1"), ("scored_top1", "top-1, scored images"),
                                         ("energy", "map energy in mask"), ("pointing", "pointing-game hits"))
 
-Progress = Callable[[str, dict[str, Any]], None]
 
-
-@dataclass(frozen=True)
-class StudyModel:
-    """One of the five models: its multipliers (d, w, r), concrete spec and realized cost vs the target."""
+@dataclass(frozen=True, kw_only=True)
+class StudyModel(CostMatch):
+    """One of the five models: its multipliers (d, w, r), concrete spec and realized cost vs the target (the
+    compound model's; the baseline's own deviation means nothing: it is not cost-matched)."""
 
     name: str
     depth: float
     width: float
     resolution_mult: float
-    spec: ModelSpec = field(repr=False)
-    macs: int
-    params: int
-    target_macs: int
-
-    @property
-    def deviation(self) -> float:
-        """Realized multiply-adds relative to the compound model's, minus one (0 for the baseline's own row
-        means nothing: the baseline is not cost-matched)."""
-        return self.macs / self.target_macs - 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "depth": self.depth, "width": self.width, "resolution_mult": self.resolution_mult,
-                "resolution": self.spec.resolution, "macs": self.macs, "params": self.params,
-                "target_macs": self.target_macs, "deviation": self.deviation,
-                "blocks": sum(s.repeats for s in self.spec.stages), "spec": self.spec.as_dict()}
+                **self.cost_dict(), "blocks": sum(s.repeats for s in self.spec.stages), "spec": self.spec.as_dict()}
 
 
 def study_models(base: ModelSpec = CAM_BASE, phi: float = 2.0, alpha: float = 1.2, beta: float = 1.1,
@@ -90,14 +80,16 @@ def study_models(base: ModelSpec = CAM_BASE, phi: float = 2.0, alpha: float = 1.
     compound = scale(base, phi, CompoundScaling(alpha, beta, gamma))
     target = compound.macs
     base_cost = realized_cost(base)
-    models = [StudyModel("baseline", 1.0, 1.0, 1.0, base, base_cost.macs, base_cost.params, target)]
+    models = [StudyModel(name="baseline", depth=1.0, width=1.0, resolution_mult=1.0, spec=base, macs=base_cost.macs,
+                         params=base_cost.params, target_macs=target)]
     for name, dim in _DIMENSION.items():
         m = match_dimension(base, dim, target)
         d, w, r = (m.multiplier if dim == k else 1.0 for k in ("depth", "width", "resolution"))
-        models.append(StudyModel(name, d, w, r, m.spec, m.macs, m.params, target))
+        models.append(StudyModel(name=name, depth=d, width=w, resolution_mult=r, spec=m.spec, macs=m.macs,
+                                 params=m.params, target_macs=target))
     f = compound.factors
-    models.append(StudyModel("compound", f.depth, f.width, f.resolution_mult, compound.spec, compound.macs,
-                             compound.params, target))
+    models.append(StudyModel(name="compound", depth=f.depth, width=f.width, resolution_mult=f.resolution_mult,
+                             spec=compound.spec, macs=compound.macs, params=compound.params, target_macs=target))
     return models
 
 
@@ -164,18 +156,24 @@ def batched_cam(model: "nn.Module", x: "torch.Tensor", labels: "torch.Tensor",
     return torch.cat(maps).numpy().astype(np.float32), torch.cat(preds).numpy()
 
 
-def recalibrate_batchnorm(model: "nn.Module", images: "torch.Tensor", bundle: Any, resolution: int,
+def _preparer(model: "nn.Module", bundle: Any, resolution: int):
+    """Model inputs from the data set's raw images, at ``resolution``, on the CPU."""
+    import torch
+
+    from compscale.data import BatchPreparer
+
+    return BatchPreparer(bundle, resolution, model.spec.in_chans, torch.device("cpu"))
+
+
+def recalibrate_on_images(model: "nn.Module", images: "torch.Tensor", bundle: Any, resolution: int,
                           batch: int = 100) -> None:
     """Precise BatchNorm statistics over ``images`` (the training images) before the maps: after a short
     schedule the running averages lag behind the weights, and maps computed in eval mode would show that lag
     rather than what the network learned (:func:`compscale.train.precise_bn.recalibrate_batchnorm`)."""
-    import torch
+    from compscale.train.precise_bn import recalibrate_batchnorm
 
-    from compscale.data import BatchPreparer
-    from compscale.train.precise_bn import recalibrate_batchnorm as recalibrate
-
-    prep = BatchPreparer(bundle, resolution, model.spec.in_chans, torch.device("cpu"))
-    recalibrate(model, (prep(images[i : i + batch]) for i in range(0, len(images), batch)))
+    prep = _preparer(model, bundle, resolution)
+    recalibrate_batchnorm(model, (prep(chunk) for chunk in images.split(batch)))
 
 
 def compute_maps(model: "nn.Module", images: "torch.Tensor", labels: "torch.Tensor", bundle: Any, resolution: int,
@@ -186,10 +184,8 @@ def compute_maps(model: "nn.Module", images: "torch.Tensor", labels: "torch.Tens
     import torch.nn.functional as F
 
     from compscale.analysis.cam import activation_map
-    from compscale.data import BatchPreparer
 
-    prep = BatchPreparer(bundle, resolution, model.spec.in_chans, torch.device("cpu"))
-    x = prep(images)
+    x = _preparer(model, bundle, resolution)(images)
     if method == "cam":
         raw, preds = batched_cam(model, x, labels)
     else:
@@ -224,7 +220,7 @@ class CamStudyConfig:
     beta: float = 1.1
     gamma: float = 1.15
     threshold: float = 0.1  # object mask: original pixels brighter than this fraction of 255
-    recalibrate_bn: bool = True  # precise BatchNorm statistics before the maps (see recalibrate_batchnorm)
+    recalibrate_bn: bool = True  # precise BatchNorm statistics before the maps (see recalibrate_on_images)
     score_size: int = 64  # maps and masks are compared at this side
     batch_size: int = 64
     lr: float | None = None
@@ -261,62 +257,107 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
 
 
+@dataclass(frozen=True)
+class _ScoredImages:
+    """The images every model is scored on (a fixed subset of the test set), their labels and object masks."""
+
+    bundle: Any
+    images: "torch.Tensor"
+    labels: "torch.Tensor"
+    masks: np.ndarray
+
+    @property
+    def chance(self) -> float:
+        """The energy share of a map spread evenly over the image: the masks' mean area."""
+        return float(self.masks.mean())
+
+
 def run_cam_study(cfg: CamStudyConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Train the five models for every seed (resuming what is already in ``cfg.out``), score their maps,
-    and write ``cam_study.json``, ``cam_figure.png``, ``cam_scores.png`` and ``section.md`` to ``cfg.out``."""
-    import torch
+    and write ``cam_study.json``, ``cam_figure.png``, ``cam_scores.png`` and ``section.md`` to ``cfg.out``.
 
-    from compscale.data import load_dataset
-    from compscale.io import atomic_write_text
-    from compscale.models.weights import model_from_weights
-    from compscale.search.objective import train_spec
-
+    ``progress`` receives a ``stage`` when the study starts (``total``: jobs; ``info``: the models) and when
+    each model starts training (``info``: model, seed, out), an ``epoch_end`` per epoch (``info``: model,
+    seed, epoch, top1), and a ``trial`` per scored model (``done``/``total``: jobs; ``info``: its scores).
+    """
     cfg.validate()
-    note = progress or (lambda kind, info: None)
-    out = Path(cfg.out)
     models = study_models(CAM_BASE, cfg.phi, cfg.alpha, cfg.beta, cfg.gamma)
-    # The scored images: a fixed subset of the test set, the same for every model and seed.
+    scored = _scored_images(cfg)
+    jobs = len(models) * len(cfg.seeds)
+    report(progress, "stage", f"cam-study: {jobs} models to train and score", done=0, total=jobs,
+           models=[m.as_dict() for m in models], jobs=jobs, images=len(scored.labels))
+    runs: list[dict[str, Any]] = []
+    figure_maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for seed in cfg.seeds:
+        for m in models:
+            report(progress, "stage", f"seed {seed} {m.name}", done=len(runs), total=jobs, model=m.name, seed=seed,
+                   out=str(_run_folder(cfg, m, seed)))
+            run, maps = _train_and_score(cfg, m, seed, scored, progress)
+            runs.append(run)
+            report(progress, "trial", done=len(runs), total=jobs, **run)
+            if seed == cfg.seeds[0]:
+                figure_maps[m.name] = maps
+    result = _study_result(cfg, models, scored, runs)
+    _write_outputs(cfg, models, scored, figure_maps, result)
+    return result
+
+
+def _scored_images(cfg: CamStudyConfig) -> _ScoredImages:
+    """A fixed subset of the test set, the same for every model and seed, with the objects' masks."""
+    from compscale.data import load_dataset
+
     bundle = load_dataset(cfg.data, CAM_BASE.resolution, "none", limit_train=cfg.limit_train, limit_test=cfg.images)
     if bundle.native_size is None:
         raise UserError("the CAM study needs a built-in dataset (fashion-mnist or digits): the object masks are "
                         "thresholded from the original images")
     images, labels = bundle.test.images, bundle.test.labels
-    masks = object_masks(images, cfg.score_size, cfg.threshold).numpy()
-    chance = float(masks.mean())
-    note("start", {"models": [m.as_dict() for m in models], "jobs": len(models) * len(cfg.seeds),
-                   "images": len(labels)})
+    return _ScoredImages(bundle, images, labels, object_masks(images, cfg.score_size, cfg.threshold).numpy())
 
+
+def _run_folder(cfg: CamStudyConfig, m: StudyModel, seed: int) -> Path:
+    return Path(cfg.out) / "runs" / f"seed{seed}" / m.name
+
+
+def _train_options(cfg: CamStudyConfig) -> dict[str, Any]:
+    """The training engine's settings every job shares (those left unset keep the engine's defaults)."""
     options: dict[str, Any] = {"batch_size": cfg.batch_size, "limit_train": cfg.limit_train,
                                "limit_test": cfg.limit_test}
     for name in ("lr", "warmup_epochs", "threads"):
         if getattr(cfg, name) is not None:
             options[name] = getattr(cfg, name)
-    runs: list[dict[str, Any]] = []
-    figure_maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for seed in cfg.seeds:
-        for m in models:
-            folder = out / "runs" / f"seed{seed}" / m.name
-            note("train", {"model": m.name, "seed": seed, "out": str(folder)})
-            result = train_spec(m.spec, cfg.data, folder, cfg.epochs, seed,
-                                report_epoch=lambda top1, epoch, name=m.name, s=seed: note(
-                                    "epoch", {"model": name, "seed": s, "epoch": epoch, "top1": top1}),
-                                **options)
-            model = model_from_weights(folder / "model.safetensors")
-            if cfg.recalibrate_bn:
-                recalibrate_batchnorm(model, bundle.train.images, bundle, m.spec.resolution)
-            torch.manual_seed(0)
-            raw, scaled, preds = compute_maps(model, images, labels, bundle, m.spec.resolution, cfg.method,
-                                              cfg.score_size)
-            energy, hits = localisation_scores(scaled, masks)
-            run = {"model": m.name, "seed": seed, "top1": float(result["top1"]), "epochs": int(result["epochs"]),
-                   "energy": float(energy.mean()), "pointing": float(hits.mean()),
-                   "scored_top1": float((preds == labels.numpy()).mean()), "out": str(folder)}
-            runs.append(run)
-            note("scored", run)
-            if seed == cfg.seeds[0]:
-                k = min(cfg.figure_images, len(labels))
-                figure_maps[m.name] = (raw[:k], preds[:k], energy[:k])
+    return options
 
+
+def _train_and_score(cfg: CamStudyConfig, m: StudyModel, seed: int, scored: _ScoredImages,
+                     progress: Progress | None) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Train ``m`` with ``seed`` (or reuse its weights), then score its maps: the run's record, and the
+    raw maps, predictions and energies of the figure's images."""
+    import torch
+
+    from compscale.jobs.trial import train_spec
+    from compscale.models.weights import model_from_weights
+
+    def epoch_done(top1: float, epoch: int) -> None:
+        report(progress, "epoch_end", done=epoch, total=cfg.epochs, model=m.name, seed=seed, epoch=epoch, top1=top1)
+
+    folder = _run_folder(cfg, m, seed)
+    result = train_spec(m.spec, cfg.data, folder, cfg.epochs, seed, report_epoch=epoch_done, **_train_options(cfg))
+    model = model_from_weights(folder / "model.safetensors")
+    if cfg.recalibrate_bn:
+        recalibrate_on_images(model, scored.bundle.train.images, scored.bundle, m.spec.resolution)
+    torch.manual_seed(0)
+    raw, scaled, preds = compute_maps(model, scored.images, scored.labels, scored.bundle, m.spec.resolution,
+                                      cfg.method, cfg.score_size)
+    energy, hits = localisation_scores(scaled, scored.masks)
+    run = {"model": m.name, "seed": seed, "top1": float(result["top1"]), "epochs": int(result["epochs"]),
+           "energy": float(energy.mean()), "pointing": float(hits.mean()),
+           "scored_top1": float((preds == scored.labels.numpy()).mean()), "out": str(folder)}
+    k = min(cfg.figure_images, len(scored.labels))
+    return run, (raw[:k], preds[:k], energy[:k])
+
+
+def _summary(models: Sequence[StudyModel], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model: the mean and standard deviation over seeds of every metric."""
     summary = []
     for m in models:
         mine = [r for r in runs if r["model"] == m.name]
@@ -324,26 +365,40 @@ def run_cam_study(cfg: CamStudyConfig, progress: Progress | None = None) -> dict
         for key, _ in METRICS:
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r[key] for r in mine])
         summary.append(row)
+    return summary
 
+
+def _study_result(cfg: CamStudyConfig, models: Sequence[StudyModel], scored: _ScoredImages,
+                  runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything ``cam_study.json`` holds, with the plain-language reading."""
+    out = Path(cfg.out)
     result = {
         "config": {**asdict(cfg), "seeds": list(cfg.seeds)},
         "base": CAM_BASE.as_dict(),
         "target_macs": models[0].target_macs,
         "max_abs_deviation": max(abs(m.deviation) for m in models[1:]),
         "models": [m.as_dict() for m in models],
-        "chance": {"mask_area": chance, "description": "energy share of a map spread evenly over the image"},
-        "images": int(len(labels)),
+        "chance": {"mask_area": scored.chance, "description": "energy share of a map spread evenly over the image"},
+        "images": int(len(scored.labels)),
         "runs": runs,
-        "summary": summary,
+        "summary": _summary(models, runs),
         "files": {name: str(out / name)
                   for name in ("cam_study.json", "cam_figure.png", "cam_scores.png", "section.md")},
     }
     result["reading"] = reading(result)
-    save_figure(out / "cam_figure.png", models, images, labels, bundle, figure_maps, cfg)
+    return result
+
+
+def _write_outputs(cfg: CamStudyConfig, models: Sequence[StudyModel], scored: _ScoredImages,
+                   figure_maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], result: dict[str, Any]) -> None:
+    """The figure of maps, the plot of scores, the markdown section and the JSON, in ``cfg.out``."""
+    from compscale.io import atomic_write_text
+
+    out = Path(cfg.out)
+    save_cam_grid(out / "cam_figure.png", models, scored.images, scored.labels, scored.bundle, figure_maps, cfg)
     save_scores_plot(out / "cam_scores.png", result)
     atomic_write_text(out / "section.md", section_markdown(result))
     atomic_write_text(out / "cam_study.json", json.dumps(result, indent=2) + "\n")
-    return result
 
 
 # --- the report ------------------------------------------------------------------------------------------
@@ -422,27 +477,17 @@ def section_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(path: Path, models: Sequence[StudyModel], images: "torch.Tensor", labels: "torch.Tensor", bundle: Any,
-                maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], cfg: CamStudyConfig,
-                display: int = 128) -> None:
+def save_cam_grid(path: Path, models: Sequence[StudyModel], images: "torch.Tensor", labels: "torch.Tensor",
+                  bundle: Any, maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], cfg: CamStudyConfig,
+                  display: int = 128) -> None:
     """Rows of test images, one column per model: the map over the image *as that model saw it* (its own
     input resolution), both upsampled to a common display size."""
     import torch
     import torch.nn.functional as F
 
     from compscale.analysis.cam import overlay
-    from compscale.io import atomic_path
 
-    plt = _plt()
+    plt = pyplot()
     k = len(next(iter(maps.values()))[0])
     outline = object_masks(images[:k], display, cfg.threshold).float().numpy()
     fig, axes = plt.subplots(k, len(models), figsize=(2.3 * len(models), 2.45 * k), squeeze=False)
@@ -467,16 +512,12 @@ def save_figure(path: Path, models: Sequence[StudyModel], images: "torch.Tensor"
                 ax.set_ylabel(bundle.classes[int(labels[i])][:14], fontsize=8)
     fig.suptitle(f"{cfg.method} for the true class ({cfg.data}, seed {cfg.seeds[0]}; white: object mask)", fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def save_scores_plot(path: Path, result: dict[str, Any]) -> None:
     """Grouped bars (mean over seeds, error bars one standard deviation) for accuracy and both CAM scores."""
-    from compscale.io import atomic_path
-
-    plt = _plt()
+    plt = pyplot()
     rows = result["summary"]
     fig, ax = plt.subplots(figsize=(8.5, 3.8))
     width = 0.8 / len(rows)
@@ -494,6 +535,4 @@ def save_scores_plot(path: Path, result: dict[str, Any]) -> None:
     ax.set_title(f"Equal-cost models: mean over {seeds} seed(s), bars ± 1 std", fontsize=10)
     ax.legend(fontsize=7, ncol=6, loc="upper center")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

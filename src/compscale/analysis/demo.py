@@ -17,13 +17,14 @@ import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from compscale.analysis.family import formula_rows, official_rows
 from compscale.analysis.report import Section, Table, write_report
 from compscale.io import atomic_write_text
+from compscale.jobs.runner import RunSettings
+from compscale.progress import Progress, report
 from compscale.scaling import CompoundScaling, ScaleFactors
-from compscale.search.runner import RunSettings, settings_argv
 from compscale.search.step1 import GridSettings, run_search
 from compscale.search.step2 import run_sweep
 from compscale.specs import EfficientNetSpec
@@ -56,43 +57,30 @@ def demo_baseline() -> EfficientNetSpec:
 
 
 def run_demo(out: str = "report", quick: bool = False, data: str | None = None, workers: int = 2,
-             threads: int | None = None, progress: Callable[[str], None] | None = None,
-             on_trial: Callable[[dict[str, Any], int, int], None] | None = None) -> dict[str, Any]:
+             threads: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Run (or resume) the demo into ``out``; returns the summary written to ``out/demo.json``."""
     plan = QUICK if quick else FULL
     if data:
         plan = replace(plan, data=data)
-    say = progress or (lambda _msg: None)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    base_path = folder / "baseline.json"
-    atomic_write_text(base_path, demo_baseline().to_json())
+    base = demo_baseline()
+    atomic_write_text(folder / "baseline.json", base.to_json())
 
-    say("step 1: searching alpha, beta, gamma at phi=1 (realized FLOPs 2 ± 0.1)")
-    search_settings = RunSettings(base=str(base_path), data=plan.data, out=str(folder / "search"),
-                                  epochs=plan.search_epochs, batch_size=plan.batch_size,
-                                  limit_train=plan.search_limit_train, limit_test=plan.limit_test,
-                                  holdout=plan.holdout, workers=workers, threads=threads)
-    grid = GridSettings(step=plan.grid_step)
-    search_argv = settings_argv("search", search_settings, "--grid-step", repr(plan.grid_step))
-    search = run_search(search_settings, grid, argv=search_argv, on_trial=on_trial)
+    report(progress, "stage", "step 1: searching alpha, beta, gamma at phi=1 (realized FLOPs 2 ± 0.1)")
+    search = run_search(base, _step1_settings(plan, folder, workers, threads), GridSettings(step=plan.grid_step),
+                        progress=progress)
     best, choice = _coefficients_for_step2(search)
     scaling = CompoundScaling(best["alpha"], best["beta"], best["gamma"], enforce_constraint=False)
-    say(choice)
+    report(progress, "stage", choice)
 
-    say(f"step 2: scaling by phi={', '.join(f'{p:g}' for p in plan.phis)} with alpha={best['alpha']:g} "
-        f"beta={best['beta']:g} gamma={best['gamma']:g}, against single-dimension scaling at equal FLOPs")
-    sweep_settings = RunSettings(base=str(base_path), data=plan.data, out=str(folder / "sweep"),
-                                 epochs=plan.sweep_epochs, batch_size=plan.batch_size,
-                                 limit_train=plan.sweep_limit_train, limit_test=plan.limit_test, workers=workers,
-                                 threads=threads)
-    sweep_argv = settings_argv("sweep", sweep_settings, "--alpha", repr(scaling.alpha), "--beta", repr(scaling.beta),
-                               "--gamma", repr(scaling.gamma), "--no-constraint", "--seeds", str(plan.seeds),
-                               "--phis", *[repr(p) for p in plan.phis])
-    sweep = run_sweep(sweep_settings, scaling, plan.phis, plan.seeds, argv=sweep_argv, on_trial=on_trial)
+    report(progress, "stage", f"step 2: scaling by phi={', '.join(f'{p:g}' for p in plan.phis)} with "
+           f"alpha={best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:g}, against single-dimension "
+           "scaling at equal FLOPs")
+    sweep = run_sweep(base, _step2_settings(plan, folder, workers, threads), scaling, plan.phis, progress=progress)
 
-    say("writing the report")
+    report(progress, "stage", "writing the report")
     elapsed = time.perf_counter() - start
     summary = {"plan": plan.__dict__, "quick": quick, "seconds": elapsed, "best": search["best"],
                "step2_coefficients": best, "step2_choice": choice,
@@ -104,6 +92,18 @@ def run_demo(out: str = "report", quick: bool = False, data: str | None = None, 
                                       _sections(plan, search, sweep, elapsed, folder, choice))
     summary["report"] = str(html_path)
     return summary
+
+
+def _step1_settings(plan: DemoPlan, folder: Path, workers: int, threads: int | None) -> RunSettings:
+    return RunSettings(data=plan.data, out=str(folder / "search"), epochs=plan.search_epochs,
+                       batch_size=plan.batch_size, warmup_epochs=0.25, limit_train=plan.search_limit_train,
+                       limit_test=plan.limit_test, holdout=plan.holdout, workers=workers, threads=threads)
+
+
+def _step2_settings(plan: DemoPlan, folder: Path, workers: int, threads: int | None) -> RunSettings:
+    return RunSettings(data=plan.data, out=str(folder / "sweep"), epochs=plan.sweep_epochs, seeds=plan.seeds,
+                       batch_size=plan.batch_size, warmup_epochs=0.25, limit_train=plan.sweep_limit_train,
+                       limit_test=plan.limit_test, workers=workers, threads=threads)
 
 
 def _grown(t: dict[str, Any]) -> int:

@@ -43,7 +43,8 @@ def official_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def formula_rows(phis: tuple[float, ...] = (0, 0.5, 1, 2, 3, 4, 5, 6, 7), scaling: CompoundScaling | None = None) -> list[dict[str, Any]]:
+def formula_rows(phis: tuple[float, ...] = (0, 0.5, 1, 2, 3, 4, 5, 6, 7),
+                 scaling: CompoundScaling | None = None) -> list[dict[str, Any]]:
     """B0 scaled by φ with α, β, γ (the paper's 1.2/1.1/1.15 by default): nominal vs realized FLOPs ratio."""
     rows = []
     for phi in phis:

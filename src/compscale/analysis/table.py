@@ -8,14 +8,17 @@ with every public implementation, a note says so rather than the model being ben
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from compscale.models import create_model
 from compscale.paper import SEED_TABLE, PaperRow
+from compscale.plots import pyplot, save_figure
 from compscale.profiler import profile
+from compscale.progress import Progress, report
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,8 @@ ROW_MODELS: dict[str, TableModel] = {
     "Inception-ResNet-v2": TableModel("inception_resnet_v2", 299),
     "ResNeXt-101": TableModel("resnext101_64x4d", 320, "64x4d at 320 px, the row's setting"),
     "PolyNet": TableModel("polynet", 331),
-    "SENet": TableModel("senet154", 320, "SENet-154 at 320 px; paper's 146M disagrees with public implementations (115M)"),
+    "SENet": TableModel("senet154", 320,
+                        "SENet-154 at 320 px; paper's 146M disagrees with public implementations (115M)"),
     "NASNet-A": TableModel("nasnet_a_large", 331),
     "AmoebaNet-A": TableModel("amoebanet_a", 331, "no public PyTorch peer: tensorflow/tpu cells, N=6 F=190"),
     "PNASNet": TableModel("pnasnet5_large", 331, "public implementations count 24.9B multiply-adds, the paper 23B"),
@@ -59,47 +63,62 @@ def seed_table(
     latency: bool = False,
     threads: int = 2,
     repeats: int = 5,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """One dict per seed row: the paper's params/MACs, ours, the deviation, the recomputed ratios, a note,
-    and (with ``latency``) the measured CPU batch-1 latency in ms."""
+    and (with ``latency``) the measured CPU batch-1 latency in ms.
+
+    ``progress`` receives a ``stage`` as each model is measured (``message``: the row, or ``latency NAME``).
+    """
+    measured = _measure_rows(progress)
+    rows = [_table_row(row, measured) for row in SEED_TABLE]
+    if latency:
+        _add_latency(rows, threads, repeats, progress)
+    return rows
+
+
+def _measure_rows(progress: Progress | None) -> dict[str, dict[str, Any]]:
+    """Params and multiply-adds of every row's model at the row's resolution, counted on the meta device."""
     measured: dict[str, dict[str, Any]] = {}
-    for row in SEED_TABLE:
+    for i, row in enumerate(SEED_TABLE):
         spec = ROW_MODELS[row.model]
-        if progress:
-            progress(row.model)
+        report(progress, "stage", row.model, done=i, total=len(SEED_TABLE))
         with torch.device("meta"):
             model = create_model(spec.name)
         p = profile(model, spec.resolution)
         measured[row.model] = {"params": p.params, "macs": p.macs}
-    rows = []
-    for row in SEED_TABLE:
-        spec, ours = ROW_MODELS[row.model], measured[row.model]
-        ref = measured[_group_model(row)]
-        notes = [spec.note] if spec.note else []
-        if abs(ours["params"] / row.params - 1) > 0.05 and not spec.note:
-            notes.append(f"params differ from the paper by {ours['params'] / row.params - 1:+.1%}")
-        rows.append({
-            "model": row.model, "name": spec.name, "resolution": spec.resolution, "group": row.group,
-            "top1": row.top1, "top5": row.top5,
-            "paper_params": row.params, "paper_macs": row.macs,
-            "params": ours["params"], "macs": ours["macs"],
-            "params_dev": ours["params"] / row.params - 1,
-            "macs_dev": None if row.macs is None else ours["macs"] / row.macs - 1,
-            "ratio_params": ours["params"] / ref["params"], "ratio_macs": ours["macs"] / ref["macs"],
-            "paper_ratio_params": row.params / next(r.params for r in SEED_TABLE if r.model == _group_model(row)),
-            "note": "; ".join(notes),
-        })
-    if latency:
-        for row in rows:
-            if progress:
-                progress(f"latency {row['name']}")
-            row["latency_ms"] = None
-            if row["macs"] > LATENCY_MAX_MACS:
-                row["note"] = "; ".join(filter(None, [row["note"], "too large to time here: latency not measured"]))
-                continue
-            row["latency_ms"] = batch1_latency([row["name"]], row["resolution"], threads, repeats)[row["name"]]
-    return rows
+    return measured
+
+
+def _table_row(row: PaperRow, measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One row of the table: the paper's numbers beside ours, ratios to the EfficientNet of its group."""
+    spec, ours = ROW_MODELS[row.model], measured[row.model]
+    ref = measured[_group_model(row)]
+    notes = [spec.note] if spec.note else []
+    if abs(ours["params"] / row.params - 1) > 0.05 and not spec.note:
+        notes.append(f"params differ from the paper by {ours['params'] / row.params - 1:+.1%}")
+    return {
+        "model": row.model, "name": spec.name, "resolution": spec.resolution, "group": row.group,
+        "top1": row.top1, "top5": row.top5,
+        "paper_params": row.params, "paper_macs": row.macs,
+        "params": ours["params"], "macs": ours["macs"],
+        "params_dev": ours["params"] / row.params - 1,
+        "macs_dev": None if row.macs is None else ours["macs"] / row.macs - 1,
+        "ratio_params": ours["params"] / ref["params"], "ratio_macs": ours["macs"] / ref["macs"],
+        "paper_ratio_params": row.params / next(r.params for r in SEED_TABLE if r.model == _group_model(row)),
+        "note": "; ".join(notes),
+    }
+
+
+def _add_latency(rows: list[dict[str, Any]], threads: int, repeats: int, progress: Progress | None) -> None:
+    """``latency_ms`` of every row small enough to time here (None, and a note, for the others)."""
+    for i, row in enumerate(rows):
+        report(progress, "stage", f"latency {row['name']}", done=i, total=len(rows))
+        row["latency_ms"] = None
+        if row["macs"] > LATENCY_MAX_MACS:
+            row["note"] = "; ".join(filter(None, [row["note"], "too large to time here: latency not measured"]))
+            continue
+        row["latency_ms"] = batch1_latency([row["name"]], row["resolution"], threads, repeats)[row["name"]]
 
 
 def batch1_latency(names: list[str], resolution: int | None = None, threads: int = 2, repeats: int = 5,
@@ -121,41 +140,35 @@ def batch1_latency(names: list[str], resolution: int | None = None, threads: int
 def plot_figures(rows: list[dict[str, Any]], out_dir: str) -> list[str]:
     """The paper's Figure 1 (accuracy vs params) and Figure 5 (accuracy vs multiply-adds), drawn from our
     measured counts with the paper's ImageNet top-1 (labelled as the paper's)."""
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from compscale.io import atomic_path
-
     paths = []
     for key, label, fname, title in (
         ("params", "parameters (millions, measured by compscale)", "figure1_params.png", "Figure 1: accuracy vs size"),
         ("macs", "multiply-adds (billions, measured by compscale)", "figure5_flops.png", "Figure 5: accuracy vs FLOPs"),
     ):
-        scale = 1e6 if key == "params" else 1e9
-        fig, ax = plt.subplots(figsize=(7.5, 5))
-        eff = [r for r in rows if r["model"].startswith("EfficientNet")]
-        ax.plot([r[key] / scale for r in eff], [r["top1"] for r in eff], "o-", color="tab:red", label="EfficientNet B0-B7")
-        for r in eff:
-            ax.annotate(r["model"].split("-")[1], (r[key] / scale, r["top1"]), textcoords="offset points",
-                        xytext=(4, -10), fontsize=7, color="tab:red")
-        others = [r for r in rows if not r["model"].startswith("EfficientNet")]
-        ax.scatter([r[key] / scale for r in others], [r["top1"] for r in others], color="tab:blue", s=18)
-        for r in others:
-            ax.annotate(r["model"], (r[key] / scale, r["top1"]), textcoords="offset points", xytext=(3, 3), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("ImageNet top-1 % (the paper's figures)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-        fig.tight_layout()
         path = os.path.join(out_dir, fname)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-        plt.close(fig)
+        _plot_accuracy_vs(rows, key, 1e6 if key == "params" else 1e9, label, title, path)
         paths.append(path)
     return paths
+
+
+def _plot_accuracy_vs(rows: list[dict[str, Any]], key: str, scale: float, label: str, title: str, path: str) -> None:
+    """The paper's top-1 of every row against our measured ``key`` (divided by ``scale``), log x axis."""
+    fig, ax = pyplot().subplots(figsize=(7.5, 5))
+    eff = [r for r in rows if r["model"].startswith("EfficientNet")]
+    ax.plot([r[key] / scale for r in eff], [r["top1"] for r in eff], "o-", color="tab:red",
+            label="EfficientNet B0-B7")
+    for r in eff:
+        ax.annotate(r["model"].split("-")[1], (r[key] / scale, r["top1"]), textcoords="offset points",
+                    xytext=(4, -10), fontsize=7, color="tab:red")
+    others = [r for r in rows if not r["model"].startswith("EfficientNet")]
+    ax.scatter([r[key] / scale for r in others], [r["top1"] for r in others], color="tab:blue", s=18)
+    for r in others:
+        ax.annotate(r["model"], (r[key] / scale, r["top1"]), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel("ImageNet top-1 % (the paper's figures)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)

@@ -23,11 +23,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from compscale.errors import UserError
+from compscale.plots import pyplot, save_figure
+from compscale.progress import Progress, report
+from compscale.specs import ModelSpec
 
-Progress = Callable[[str, dict[str, Any]], None]
 RUNS: tuple[str, ...] = ("pretrained", "scratch")
 
 
@@ -82,45 +84,19 @@ def pretrained_weights_file(model: str, path: Path, bn_momentum: float | None = 
 
 def run_transfer(cfg: TransferConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Fine-tune and train from scratch (each resumes from its folder under ``cfg.out``), then write
-    ``transfer.json``, ``transfer_curves.png`` and ``section.md``."""
+    ``transfer.json``, ``transfer_curves.png`` and ``section.md``.
+
+    ``progress`` receives a ``stage`` as each run starts (``message`` and ``info["run"]``: its name) and an
+    ``epoch_end`` per epoch (``info``: run, epoch, top1).
+    """
     from compscale.io import atomic_write_text
-    from compscale.models import model_spec
-    from compscale.search.objective import train_spec
 
     cfg.validate()
-    note = progress or (lambda kind, info: None)
     out = Path(cfg.out)
-    spec = model_spec(cfg.model).replace(resolution=cfg.resolution)
-    if cfg.bn_momentum is not None:
-        spec = spec.replace(bn_momentum=cfg.bn_momentum)
+    spec = _transfer_spec(cfg)
     weights = pretrained_weights_file(cfg.model, out / f"{cfg.model}-imagenet-bn{spec.bn_momentum:g}.safetensors",
                                       spec.bn_momentum)
-    common: dict[str, Any] = {"batch_size": cfg.batch_size, "limit_train": cfg.limit_train,
-                              "limit_test": cfg.limit_test}
-    if cfg.lr is not None:
-        common["lr"] = cfg.lr
-    if cfg.threads is not None:
-        common["threads"] = cfg.threads
-    runs: dict[str, dict[str, Any]] = {}
-    for name in RUNS:
-        options = dict(common)
-        if name == "pretrained":
-            options["weights"] = str(weights)
-            if cfg.head_lr is not None:
-                options["head_lr"] = cfg.head_lr
-            if cfg.unfreeze_after is not None:
-                options["unfreeze_after"] = cfg.unfreeze_after
-        folder = out / name
-        note("train", {"run": name, "out": str(folder)})
-        result = train_spec(spec, cfg.data, folder, cfg.epochs, cfg.seed,
-                            report_epoch=lambda top1, epoch, n=name: note("epoch", {"run": n, "epoch": epoch,
-                                                                                    "top1": top1}),
-                            **options)
-        history = _read_history(folder / "metrics.jsonl")
-        runs[name] = {"top1": float(result["top1"]), "loss": float(result["loss"]), "epochs": int(result["epochs"]),
-                      "history": [{k: r[k] for k in ("epoch", "top1", "loss", "train_loss", "epoch_time_s")}
-                                  for r in history],
-                      "out": str(folder)}
+    runs = {name: _train_run(cfg, spec, name, index, weights, progress) for index, name in enumerate(RUNS)}
     result = {"config": asdict(cfg), "weights": str(weights), "runs": runs,
               "gain_top1": runs["pretrained"]["top1"] - runs["scratch"]["top1"],
               "files": {n: str(out / n) for n in ("transfer.json", "transfer_curves.png", "section.md")}}
@@ -130,6 +106,52 @@ def run_transfer(cfg: TransferConfig, progress: Progress | None = None) -> dict[
     return result
 
 
+def _transfer_spec(cfg: TransferConfig) -> ModelSpec:
+    """The architecture both runs train: ``cfg.model`` at ``cfg.resolution``, with ``cfg.bn_momentum`` if given."""
+    from compscale.models import model_spec
+
+    spec = model_spec(cfg.model).replace(resolution=cfg.resolution)
+    if cfg.bn_momentum is not None:
+        spec = spec.replace(bn_momentum=cfg.bn_momentum)
+    return spec
+
+
+def _run_options(cfg: TransferConfig, name: str, weights: Path) -> dict[str, Any]:
+    """The training engine's settings of run ``name``: the shared budget, plus the pretrained start (and its
+    head learning rate and frozen epochs, when given) for the fine-tuning run."""
+    options: dict[str, Any] = {"batch_size": cfg.batch_size, "limit_train": cfg.limit_train,
+                               "limit_test": cfg.limit_test}
+    if cfg.lr is not None:
+        options["lr"] = cfg.lr
+    if cfg.threads is not None:
+        options["threads"] = cfg.threads
+    if name == "pretrained":
+        options["weights"] = str(weights)
+        if cfg.head_lr is not None:
+            options["head_lr"] = cfg.head_lr
+        if cfg.unfreeze_after is not None:
+            options["unfreeze_after"] = cfg.unfreeze_after
+    return options
+
+
+def _train_run(cfg: TransferConfig, spec: ModelSpec, name: str, index: int, weights: Path,
+               progress: Progress | None) -> dict[str, Any]:
+    """Train run ``name`` (or resume it) in ``cfg.out/name``: its final metrics and every epoch's."""
+    from compscale.jobs.trial import train_spec
+
+    def epoch_done(top1: float, epoch: int) -> None:
+        report(progress, "epoch_end", done=epoch, total=cfg.epochs, run=name, epoch=epoch, top1=top1)
+
+    folder = Path(cfg.out) / name
+    report(progress, "stage", name, done=index, total=len(RUNS), run=name, out=str(folder))
+    result = train_spec(spec, cfg.data, folder, cfg.epochs, cfg.seed, report_epoch=epoch_done,
+                        **_run_options(cfg, name, weights))
+    history = _read_history(folder / "metrics.jsonl")
+    return {"top1": float(result["top1"]), "loss": float(result["loss"]), "epochs": int(result["epochs"]),
+            "history": [{k: r[k] for k in ("epoch", "top1", "loss", "train_loss", "epoch_time_s")} for r in history],
+            "out": str(folder)}
+
+
 def _read_history(path: Path) -> list[dict[str, Any]]:
     """Every epoch of the run, including those trained before a resume (the callback sees only new ones)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -137,13 +159,7 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
 
 def save_curves(path: Path, result: dict[str, Any]) -> None:
     """Test top-1 and test/train loss per epoch, fine-tuned vs scratch, in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from compscale.io import atomic_path
-
+    plt = pyplot()
     cfg = result["config"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     for (name, run), color in zip(result["runs"].items(), ("tab:blue", "tab:orange")):
@@ -158,9 +174,7 @@ def save_curves(path: Path, result: dict[str, Any]) -> None:
     fig.suptitle(f"Transfer learning on {cfg['data']} ({cfg['limit_train'] or 'all'} images, {cfg['resolution']} px, "
                  "same schedule)", fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def section_markdown(result: dict[str, Any]) -> str:

@@ -55,3 +55,47 @@ def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
     lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths))) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+class JobProgress:
+    """A study's progress on stderr: a tqdm bar over its jobs (when stderr is a terminal), one line per finished
+    job, and a line per stage. A :data:`compscale.progress.Progress` callable."""
+
+    def __init__(self, kind: str, quiet: bool = False) -> None:
+        self.kind, self.quiet, self.bar = kind, quiet, None
+
+    def __call__(self, event: Any) -> None:
+        import sys
+
+        if self.quiet:
+            return
+        if event.kind == "start":
+            print(f"compscale {self.kind}: {event.message}", file=sys.stderr, flush=True)
+            if sys.stderr.isatty():
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=event.total, initial=event.done or 0, unit="job", file=sys.stderr, leave=False,
+                                dynamic_ncols=True)
+        elif event.kind == "trial":
+            self._trial(event)
+        elif event.kind in ("stage", "message"):
+            self.close()
+            print(f"compscale {self.kind}: {event.message}", file=sys.stderr, flush=True)
+
+    def _trial(self, event: Any) -> None:
+        import sys
+
+        info = event.info
+        if self.bar is not None and event.done is not None:
+            self.bar.n = event.done
+            self.bar.refresh()
+        acc = "-" if info.get("accuracy") is None else f"{info['accuracy']:.4f}"
+        what = " ".join(f"{k}={info[k]}" for k in ("model", "alpha", "beta", "gamma", "strategy", "phi", "seed")
+                        if info.get(k) is not None)
+        count = f"[{event.done}/{event.total}] " if event.done is not None else ""
+        print(f"compscale {self.kind}: {count}{what}: {info.get('state')} top1={acc}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

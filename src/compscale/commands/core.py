@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from compscale.commands._util import fmt_count, finite_float, parse_amount, render_table
+from compscale.commands._util import JobProgress, finite_float, fmt_count, parse_amount, render_table
 from compscale.errors import UserError
 
 
@@ -27,7 +27,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(render_table(rows, [("model", "model", str), ("family", "family", str), ("resolution", "res", str),
-                                  ("params", "params", fmt_count), ("macs", "MACs", lambda v: fmt_count(v, 1e9, 3, "G"))]))
+                                  ("params", "params", fmt_count),
+                                  ("macs", "MACs", lambda v: fmt_count(v, 1e9, 3, "G"))]))
     return 0
 
 
@@ -94,7 +95,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
     print(f"depth x{result.factors.depth:.4f}  width x{result.factors.width:.4f}  "
           f"resolution x{result.factors.resolution_mult:.4f} -> {result.spec.resolution}px{cardinality}")
     print(render_table(result.spec.stage_table(), [("name", "stage", str), ("op", "op", str), ("kernel", "k", str),
-                                                   ("stride", "s", str), ("repeats", "repeats", str), ("channels", "channels", str)]))
+                                                   ("stride", "s", str), ("repeats", "repeats", str),
+                                                   ("channels", "channels", str)]))
     print(f"params {result.params:,}   multiply-adds {result.macs:,} ({result.macs / 1e9:.3f}G)")
     print(f"multiply-adds vs baseline: realized {result.macs_ratio:.3f}x, nominal ({s.constraint_name})^phi "
           f"{s.nominal_flops_ratio(result.phi):.3f}x")
@@ -114,7 +116,8 @@ def cmd_family(args: argparse.Namespace) -> int:
         ("model", "model", str), ("width", "w", str), ("depth", "d", str), ("resolution", "res", str),
         ("dropout", "drop", str), ("blocks", "blocks", str), ("params", "params", fmt_count),
         ("paper_params", "paper", lambda v: fmt_count(v, 1e6, 1)), ("params_dev", "dev", pct),
-        ("macs", "MACs", lambda v: fmt_count(v, 1e9, 3, "G")), ("paper_macs", "paper", lambda v: fmt_count(v, 1e9, 2, "B")),
+        ("macs", "MACs", lambda v: fmt_count(v, 1e9, 3, "G")),
+        ("paper_macs", "paper", lambda v: fmt_count(v, 1e9, 2, "B")),
         ("macs_dev", "dev", pct), ("macs_ratio", "x B0", lambda v: f"{v:.2f}x")]))
     print("\nFormula mode: B0 scaled by phi with alpha=1.2 beta=1.1 gamma=1.15 (nominal FLOPs ratio 1.92^phi)\n")
     print(render_table(formula, [
@@ -128,7 +131,6 @@ def cmd_family(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-
     p = sub.add_parser("models", help="list the registered models with their params and multiply-adds")
     p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'efficientnet_b*'")
     p.add_argument("--json", action="store_true")
@@ -141,6 +143,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profile)
 
+    _register_scale(sub)
+
+    p = sub.add_parser("family", help="the EfficientNet family table: official coefficients and formula mode")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_family)
+
+    p = sub.add_parser("demo", help="the main job: step 1 and step 2 on Fashion-MNIST, and a report")
+    p.add_argument("--quick", action="store_true", help="a smoke-test sized run (a few minutes)")
+    p.add_argument("--out", default="report", help="report folder (default: report)")
+    p.add_argument("--data", help="dataset (default: fashion-mnist)")
+    p.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+
+def _register_scale(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scale", help="compound-scale a baseline by phi or to a budget")
     p.add_argument("--base", default="efficientnet_b0")
     p.add_argument("--alpha", type=finite_float)
@@ -158,30 +177,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_scale)
 
-    p = sub.add_parser("family", help="the EfficientNet family table: official coefficients and formula mode")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_family)
-
-    p = sub.add_parser("demo", help="the main job: step 1 and step 2 on Fashion-MNIST, and a report")
-    p.add_argument("--quick", action="store_true", help="a smoke-test sized run (a few minutes)")
-    p.add_argument("--out", default="report", help="report folder (default: report)")
-    p.add_argument("--data", help="dataset (default: fashion-mnist)")
-    p.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
-    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_demo)
-
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import sys
-
     from compscale.analysis.demo import run_demo
-    from compscale.commands.search import _progress
 
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
-    say = (lambda msg: None) if args.json else (lambda msg: print(f"compscale demo: {msg}", file=sys.stderr, flush=True))
-    summary = run_demo(args.out, args.quick, args.data, args.workers, args.threads, say, _progress("demo"))
+    progress = JobProgress("demo", quiet=args.json)
+    try:
+        summary = run_demo(args.out, args.quick, args.data, args.workers, args.threads, progress)
+    finally:
+        progress.close()
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from compscale.commands._util import positive_int, render_table
 from compscale.errors import UserError
 
 #: --backend choice → (our path, the peer's path): the peer's counterpart of "best" and "onnxruntime" is
-#: the strongest thing its users get without tuning: a static-shape ONNX export in ONNX Runtime's default session.
+#: the strongest thing its users get without tuning: a static-shape ONNX export in ONNX Runtime's default
+#: session. The paths are :data:`compscale.deploy.paths.PATHS`.
 BACKEND_PAIRS = {
     "eager": ("eager", "eager"),
     "channels_last": ("channels_last", "channels_last"),
@@ -44,35 +46,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import torch
-
-    from compscale.deploy.bench import build_path, measure, peer_model, set_threads, settle_batchnorm
-    from compscale.models import create_model, model_spec
+    from compscale.deploy.bench import set_threads
+    from compscale.models import model_spec
 
     threads = set_threads(args.threads)
     if args.precision != "fp32" and args.backend not in ("openvino", "best"):
         raise UserError(f"--precision {args.precision} needs --backend openvino or best")
     specs = {name: model_spec(name) for name in args.models}  # every name checked before any timing
-    rows = []
-    for name, spec in specs.items():
-        res = args.resolution or spec.resolution
-        x = torch.randn(args.batch, spec.in_chans, res, res, generator=torch.Generator().manual_seed(0))
-        ours_path, peer_path = BACKEND_PAIRS[args.backend]
-        ours = settle_batchnorm(create_model(name), x)
-        calls, what = {}, {}
-        calls["compscale"], what["compscale"] = build_path(ours, ours_path, x, threads, args.precision)
-        if args.vs:
-            peer = settle_batchnorm(peer_model(args.vs, name), x)
-            calls[args.vs], what[args.vs] = build_path(peer, peer_path, x, threads)
-        timings = measure(calls, batch=args.batch, warmup=args.warmup, repeats=args.repeats, settle=1, inner="auto")
-        for who, t in timings.items():
-            row = {"model": name, "library": who, "path": what[who],
-                   "precision": args.precision if who == "compscale" else "fp32", "batch": args.batch, "resolution": res,
-                   "threads": threads, "latency_ms": t.latency_ms, "images_per_s": t.images_per_s,
-                   "spread": t.spread, "repeats": len(t.times)}
-            if args.vs:
-                row["speedup_vs_peer"] = timings[args.vs].median / t.median
-            rows.append(row)
+    rows = [row for name, spec in specs.items() for row in _bench_model(args, name, spec, threads)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -87,8 +68,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_model(args: argparse.Namespace, name: str, spec: Any, threads: int) -> list[dict[str, Any]]:
+    """One table row per library: ``name`` (and the peer's model of that name) timed side by side."""
+    import torch
+
+    from compscale.deploy.bench import measure
+    from compscale.deploy.paths import build_path, peer_model, settle_batchnorm
+    from compscale.models import create_model
+
+    res = args.resolution or spec.resolution
+    x = torch.randn(args.batch, spec.in_chans, res, res, generator=torch.Generator().manual_seed(0))
+    ours_path, peer_path = BACKEND_PAIRS[args.backend]
+    ours = settle_batchnorm(create_model(name), x)
+    calls, what = {}, {}
+    calls["compscale"], what["compscale"] = build_path(ours, ours_path, x, threads, args.precision)
+    if args.vs:
+        peer = settle_batchnorm(peer_model(args.vs, name), x)
+        calls[args.vs], what[args.vs] = build_path(peer, peer_path, x, threads)
+    timings = measure(calls, batch=args.batch, warmup=args.warmup, repeats=args.repeats, settle=1, inner="auto")
+    rows = []
+    for who, t in timings.items():
+        row = {"model": name, "library": who, "path": what[who],
+               "precision": args.precision if who == "compscale" else "fp32", "batch": args.batch,
+               "resolution": res, "threads": threads, "latency_ms": t.latency_ms, "images_per_s": t.images_per_s,
+               "spread": t.spread, "repeats": len(t.times)}
+        if args.vs:
+            row["speedup_vs_peer"] = timings[args.vs].median / t.median
+        rows.append(row)
+    return rows
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a model to ONNX, TorchScript or OpenVINO IR, validated by running the file")
+    p = sub.add_parser("export",
+                       help="export a model to ONNX, TorchScript or OpenVINO IR, validated by running the file")
     p.add_argument("model")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript", "openvino"),
                    help="openvino: OUT must end in .xml; the weights go to the .bin beside it")
@@ -96,7 +108,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding convolutions")
     p.add_argument("--resolution", type=positive_int, help="input side in pixels (default: the model's)")
     p.add_argument("--batch", type=positive_int, default=1, help="batch size traced (default 1)")
-    p.add_argument("--static-batch", action="store_true", help="ONNX/OpenVINO: fix the batch size (faster in ONNX Runtime)")
+    p.add_argument("--static-batch", action="store_true",
+                   help="ONNX/OpenVINO: fix the batch size (faster in ONNX Runtime)")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
@@ -107,7 +120,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, help="intra-op threads (torch, ONNX Runtime, OpenVINO)")
     p.add_argument("--backend", choices=tuple(BACKEND_PAIRS), default="best")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="arithmetic of the openvino/best paths; bf16 (CPUs with AVX512-BF16 or AMX) changes the logits")
+                   help="arithmetic of the openvino/best paths; "
+                        "bf16 (CPUs with AVX512-BF16 or AMX) changes the logits")
     p.add_argument("--vs", choices=("timm", "torchvision"), help="peer library, timed in the same run (fp32)")
     p.add_argument("--resolution", type=positive_int)
     p.add_argument("--repeats", type=positive_int, default=10)

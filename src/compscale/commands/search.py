@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
-from compscale.commands._util import finite_float, integer, render_table
+from compscale.commands._util import JobProgress, finite_float, integer, render_table
 from compscale.errors import UserError
 
 
@@ -26,8 +24,9 @@ def _add_run_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     p.add_argument("--precise-bn", type=integer, default=0, metavar="N",
                    help="re-estimate BatchNorm statistics on N training images before each evaluation: short "
                         "proxies otherwise score the lag of the running averages (default 0: off)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite file in OUT); postgresql://... for many machines")
-    p.add_argument("--study", help="study name (default: derived from the settings)")
+    p.add_argument("--storage",
+                   help="Optuna storage URL (default: sqlite file in OUT); postgresql://... for many machines")
+    p.add_argument("--study", help="study name (default: the command's name, e.g. 'search')")
     p.add_argument("--workers", type=integer, default=1, help="local worker processes")
     p.add_argument("--threads", type=integer, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--heartbeat", type=integer, default=10, help="seconds; a silent worker's job is retried after 3")
@@ -37,35 +36,14 @@ def _add_run_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
 
 
 def _settings(args: argparse.Namespace, kind: str, holdout: int | None):
-    from compscale.search.runner import RunSettings
+    from compscale.jobs.runner import RunSettings
 
     out = args.out or f"runs/{kind}-{Path(args.base).stem}-{Path(args.data).name}"
-    return RunSettings(base=args.base, data=args.data, out=out, resolution=args.resolution, epochs=args.epochs,
-                       seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                       warmup_epochs=args.warmup_epochs, limit_train=args.limit_train,
-                       limit_test=args.limit_test, holdout=holdout, precise_bn=args.precise_bn,
-                       storage=args.storage, study=args.study,
+    return RunSettings(data=args.data, out=out, resolution=args.resolution, epochs=args.epochs, seed=args.seed,
+                       seeds=getattr(args, "seeds", 1), batch_size=args.batch_size, lr=args.lr,
+                       warmup_epochs=args.warmup_epochs, limit_train=args.limit_train, limit_test=args.limit_test,
+                       holdout=holdout, precise_bn=args.precise_bn, storage=args.storage, study=args.study,
                        workers=args.workers, threads=args.threads, heartbeat=args.heartbeat, join=args.join)
-
-
-def _progress(kind: str):
-    """One line per finished job on stderr, plus a tqdm bar over the jobs when stderr is a terminal."""
-    bar = None
-
-    def on_trial(info: dict[str, Any], done: int, total: int) -> None:
-        nonlocal bar
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            if bar is None:
-                bar = tqdm(total=total, desc=kind, unit="job", file=sys.stderr)
-            bar.n = done
-            bar.refresh()
-        acc = "-" if info.get("accuracy") is None else f"{info['accuracy']:.4f}"
-        what = " ".join(f"{k}={info[k]}" for k in ("alpha", "beta", "gamma", "strategy", "phi", "seed") if k in info)
-        print(f"compscale {kind}: [{done}/{total}] {what}: {info['state']} top1={acc}", file=sys.stderr, flush=True)
-
-    return on_trial
 
 
 def default_holdout(data: str, limit_train: int | None) -> int | None:
@@ -78,6 +56,19 @@ def default_holdout(data: str, limit_train: int | None) -> int | None:
     return max(1, min(5000, n // 5))
 
 
+def _run_with_progress(kind: str, args: argparse.Namespace, run) -> dict | None:
+    """Run a study with its progress on stderr; the result to print as a table, or None when there is nothing
+    more to print (a joining worker; ``--json``, printed here)."""
+    progress = JobProgress(kind, quiet=args.json)
+    try:
+        result = run(progress)
+    finally:
+        progress.close()
+    if args.json and not args.join:
+        print(json.dumps(result, indent=2))
+    return None if args.join or args.json else result
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from compscale.search.step1 import GridSettings, run_search
 
@@ -87,11 +78,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                         step=args.grid_step, target=args.target, tolerance=args.tolerance)
     holdout = args.holdout if args.holdout is not None else default_holdout(args.data, args.limit_train)
     settings = _settings(args, "search", holdout)
-    result = run_search(settings, grid, args.exhaustive, args._argv, _progress("search"))
-    if args.join:
-        return 0
-    if args.json:
-        print(json.dumps(result, indent=2))
+    result = _run_with_progress("search", args, lambda progress: run_search(args.base, settings, grid,
+                                                                             args.exhaustive, progress))
+    if result is None:
         return 0
     c = result["candidates"]
     print(f"{c['grid_points']} grid points, {c['nominal_feasible']} nominally feasible, {c['realized_feasible']} "
@@ -129,11 +118,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         alpha, beta, gamma = args.alpha, args.beta, args.gamma
     scaling = CompoundScaling(alpha, beta, gamma, tolerance=args.tolerance, enforce_constraint=enforce)
     settings = _settings(args, "sweep", None)
-    result = run_sweep(settings, scaling, args.phis, args.seeds, args.strategies, args._argv, _progress("sweep"))
-    if args.join:
-        return 0
-    if args.json:
-        print(json.dumps(result, indent=2))
+    result = _run_with_progress("sweep", args, lambda progress: run_sweep(args.base, settings, scaling, args.phis,
+                                                                           args.strategies, progress))
+    if result is None:
         return 0
     print(render_table(result["points"], [
         ("strategy", "strategy", str), ("phi", "phi", lambda v: f"{v:g}"), ("resolution", "res", str),
@@ -147,7 +134,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from compscale.jobs.runner import join_study
+
+    progress = JobProgress("worker")
+    try:
+        ran = join_study(args.storage, args.study, args.out, args.threads, args.heartbeat, progress)
+    finally:
+        progress.close()
+    print(f"compscale worker: ran {ran} job(s) of study {args.study!r}", flush=True)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="work through an existing study's job queue (search, sweep, study) on this "
+                                      "machine; other machines join with the same --storage URL")
+    p.add_argument("--storage", required=True, help="the study's database URL (sqlite:///OUT/study.db, postgresql://...)")
+    p.add_argument("--study", required=True, help="the study's name (by default its command: search, sweep, "
+                                                 "cardinality, families)")
+    p.add_argument("--out", default=".", help="folder for this machine's training runs")
+    p.add_argument("--threads", type=integer, default=1, help="torch threads")
+    p.add_argument("--heartbeat", type=integer, default=10)
+    p.set_defaults(func=cmd_worker)
+
     p = sub.add_parser("search", help="step 1: grid-search alpha, beta, gamma at phi=1 on real data (Optuna)")
     _add_run_args(p, default_epochs=3)
     p.add_argument("--grid-step", type=finite_float, default=0.05)
@@ -169,6 +178,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=finite_float, default=0.1)
     p.add_argument("--no-constraint", action="store_true")
     p.add_argument("--phis", type=finite_float, nargs="+", default=[0.0, 1.0, 2.0])
-    p.add_argument("--seeds", type=integer, default=2)
+    p.add_argument("--seeds", type=integer, default=2, help="seeds per model (paired: seed k is the same for all)")
     p.add_argument("--strategies", nargs="+", default=["compound", "depth", "width", "resolution"])
     p.set_defaults(func=cmd_sweep)

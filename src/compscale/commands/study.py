@@ -31,64 +31,35 @@ def _levels(text: str) -> tuple[float, ...]:
 
 
 def _settings(args: argparse.Namespace):
-    from compscale.studies import StudySettings
+    from compscale.studies import study_settings
 
     base = dict(QUICK if args.quick else FULL)
     given = {k: getattr(args, k) for k in ("data", "epochs", "seeds", "limit_train", "limit_test", "batch_size",
-                                           "latency_repeats") if getattr(args, k, None) is not None}
+                                           "latency_repeats", "lr", "optimizer", "resolution")
+             if getattr(args, k, None) is not None}
     base.update(given)
     if not base.get("data"):
         raise UserError(f"compscale study {args.study}: give --data DATA (digits, fashion-mnist or an image folder)"
                         " or --quick")
     out = Path(args.out or f"runs/study-{args.study}{'-quick' if args.quick else ''}")
-    optional = {k: getattr(args, k) for k in ("lr", "optimizer", "resolution") if getattr(args, k) is not None}
-    return StudySettings(out=out, workers=args.workers, threads=args.threads, storage=args.storage, quick=args.quick,
-                         **base, **optional)
-
-
-class _Progress:
-    """A tqdm bar over the study's jobs (stderr), and one line per finished job."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.bar = None
-        self.quiet = quiet
-
-    def __call__(self, event: str, info: dict[str, Any]) -> None:
-        if self.quiet:
-            return
-        from tqdm import tqdm
-
-        if event == "start":
-            print(f"compscale: {info['jobs']} jobs (models x seeds), {info['done']} already done, "
-                  f"{info['workers']} worker(s)", file=sys.stderr)
-            self.bar = tqdm(total=info["jobs"], initial=info["done"], unit="job", file=sys.stderr, leave=False,
-                            dynamic_ncols=True)
-        elif event == "job" and self.bar is not None:
-            self.bar.n = info["done"]
-            accuracy = "-" if info["accuracy"] is None else f"{100 * info['accuracy']:.1f}%"
-            self.bar.set_postfix_str(f"{info['model']} seed {info['seed']}: {accuracy}")
-            self.bar.refresh()
-        elif event == "latency":
-            self.close()
-            print(f"compscale: timing {info['models']} models (batch 1, one thread)", file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+    latency_repeats = base.pop("latency_repeats")
+    return study_settings(out=out, workers=args.workers, threads=args.threads, storage=args.storage,
+                          **base), latency_repeats
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    from compscale.commands._util import JobProgress
+
     if args.join:
-        from compscale.studies.common import join_worker
+        from compscale.jobs.runner import join_study
 
         if not args.storage:
             raise UserError("--join needs --storage URL (the study's database)")
         out = Path(args.out or f"runs/study-{args.study}")
-        join_worker(args.study, args.storage, out, args.threads or 1)
+        join_study(args.storage, args.study, out, args.threads or 1)
         return 0
-    settings = _settings(args)
-    progress = _Progress(args.json)
+    settings, latency_repeats = _settings(args)
+    progress = JobProgress(f"study {args.study}", quiet=args.json)
     try:
         if args.study == "cardinality":
             from compscale.studies.cardinality import run
@@ -97,7 +68,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         else:
             from compscale.studies.families import run
 
-            payload = run(settings, levels=args.levels, progress=progress)
+            payload = run(settings, levels=args.levels, progress=progress, latency_repeats=latency_repeats)
     finally:
         progress.close()
     if args.json:
@@ -150,7 +121,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=("sgd", "rmsproptf", "adamw"), help="default sgd (momentum 0.9), cosine")
     p.add_argument("--resolution", type=int, help="input side of every model (default 32)")
     p.add_argument("--workers", type=positive_int, default=1,
-                   help="training processes on this machine (each with max(1, 2 // N) threads)")
+                   help="training processes on this machine (each with cores // N threads)")
     p.add_argument("--threads", type=positive_int, help="torch threads per worker")
     p.add_argument("--storage", help="study database URL (default sqlite:///OUT/study.db; postgresql://... to "
                                      "share the queue with other machines, which run the same command with --join)")
@@ -166,7 +137,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "Inception-ResNet at matched cost")
     studies = p.add_subparsers(dest="study", metavar="STUDY", parser_class=type(p))
     studies.required = True
-    c = studies.add_parser("cardinality", help="ResNeXt at equal multiply-adds: more paths, wider paths, or more blocks")
+    c = studies.add_parser("cardinality",
+                           help="ResNeXt at equal multiply-adds: more paths, wider paths, or more blocks")
     _common(c)
     c.add_argument("--budget", type=finite_float, default=2.0,
                    help="the variants' cost as a multiple of the baseline's (default 2, the paper's Table 4)")

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from compscale.commands._util import finite_float, positive_int, render_table
+from compscale.progress import Event
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -54,16 +55,17 @@ def cmd_cam_study(args: argparse.Namespace) -> int:
     cfg = CamStudyConfig(**values).validate()
     bar: _Bar | None = None
 
-    def progress(kind: str, info: dict[str, Any]) -> None:
+    def progress(event: Event) -> None:
         nonlocal bar
-        if kind == "start":
-            bar = _Bar(info["jobs"] * cfg.epochs)
-        elif kind == "train" and bar is not None:
-            bar.bar.set_description(f"seed {info['seed']} {info['model']}")
-        elif kind == "epoch" and bar is not None:
+        info = event.info
+        if event.kind == "stage" and bar is None:  # the study starts: its jobs are known
+            bar = _Bar(event.total * cfg.epochs)
+        elif event.kind == "stage":  # a model starts training
+            bar.bar.set_description(event.message)
+        elif event.kind == "epoch_end" and bar is not None:
             bar.bar.update(1)
             bar.bar.set_postfix(top1=f"{100 * info['top1']:.1f}%")
-        elif kind == "scored" and not args.json:
+        elif event.kind == "trial" and not args.json:
             line = (f"seed {info['seed']} {info['model']:<10} top-1 {100 * info['top1']:5.1f}%  energy in mask "
                     f"{100 * info['energy']:5.1f}%  pointing {100 * info['pointing']:5.1f}%")
             (bar.bar.write if bar is not None else print)(line, file=sys.stderr)
@@ -76,6 +78,12 @@ def cmd_cam_study(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: result[k] for k in ("summary", "models", "chance", "max_abs_deviation", "files")}))
         return 0
+    _print_cam_study(result)
+    return 0
+
+
+def _print_cam_study(result: dict[str, Any]) -> None:
+    """The models and their scores (mean ± std over seeds) as tables, then the reading and the files."""
     models = {m["name"]: m for m in result["models"]}
     rows = [{**r, "res": models[r["model"]]["resolution"], "macs": models[r["model"]]["macs"],
              "dev": None if r["model"] == "baseline" else models[r["model"]]["deviation"]} for r in result["summary"]]
@@ -100,7 +108,6 @@ def cmd_cam_study(args: argparse.Namespace) -> int:
     print(f"\nflat-map chance: {100 * result['chance']['mask_area']:.1f}% energy in mask")
     print(result["reading"])
     print(f"wrote {', '.join(result['files'].values())}")
-    return 0
 
 
 def cmd_transfer_demo(args: argparse.Namespace) -> int:
@@ -114,10 +121,11 @@ def cmd_transfer_demo(args: argparse.Namespace) -> int:
     cfg = TransferConfig(**values).validate()
     bar = _Bar(2 * cfg.epochs)
 
-    def progress(kind: str, info: dict[str, Any]) -> None:
-        if kind == "train":
+    def progress(event: Event) -> None:
+        info = event.info
+        if event.kind == "stage":
             bar.bar.set_description(info["run"])
-        elif kind == "epoch":
+        elif event.kind == "epoch_end":
             bar.bar.update(1)
             if not args.json:
                 line = f"{info['run']:<10} epoch {info['epoch']}: top-1 {100 * info['top1']:.1f}%"
@@ -139,6 +147,11 @@ def cmd_transfer_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_cam_study(sub)
+    _register_transfer_demo(sub)
+
+
+def _register_cam_study(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cam-study", help="the paper's Figure 7: CAMs of equal-cost deeper/wider/higher-res/compound "
                                          "models, scored against object masks over seeds")
     p.add_argument("--data", help="fashion-mnist (default) or digits")
@@ -165,6 +178,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cam_study)
 
+
+def _register_transfer_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transfer-demo", help="fine-tune pretrained EfficientNet-Lite0 vs the same model from scratch, "
                                              "same budget; both learning curves")
     p.add_argument("--model", help="efficientnet_lite0 (default), lite1 or lite2: packaged ImageNet weights")

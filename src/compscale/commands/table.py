@@ -9,7 +9,6 @@ import json
 import sys
 
 from compscale.commands._util import fmt_count, render_table
-from compscale.errors import UserError
 
 #: The paper's Table 4 (CPU, batch 1): the EfficientNet is this many times faster than the peer.
 PAPER_SPEEDUPS = {("efficientnet_b1", "resnet152"): 5.7, ("efficientnet_b7", "gpipe_amoebanet_b"): 6.1}
@@ -27,42 +26,51 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     progress = None
     if not (args.json or args.csv or args.markdown):
-        progress = lambda what: print(f"  measuring {what} ...", file=sys.stderr)  # noqa: E731
+        progress = lambda event: print(f"  measuring {event.message} ...", file=sys.stderr)  # noqa: E731
     rows = seed_table(latency=args.latency, threads=args.threads, progress=progress if args.latency else None)
     plots = plot_figures(rows, args.out) if args.plot else []
     if args.json:
         print(json.dumps({"rows": rows, "plots": plots}, indent=2))
     elif args.csv:
-        buf = io.StringIO()
-        keys = COLUMNS + (["latency_ms"] if args.latency else [])
-        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        print(buf.getvalue(), end="")
+        _print_csv(rows, args.latency)
     else:
-        cols = [("model", "model", str), ("resolution", "res", str), ("top1", "top-1", lambda v: f"{v:.1f}"),
-                ("params", "params", fmt_count), ("paper_params", "paper", lambda v: fmt_count(v, 1e6, 1)),
-                ("params_dev", "dev", _pct), ("ratio_params", "ratio", lambda v: f"{v:.1f}x"),
-                ("macs", "MACs", lambda v: fmt_count(v, 1e9, 2, "B")),
-                ("paper_macs", "paper", lambda v: fmt_count(v, 1e9, 1, "B")), ("macs_dev", "dev", _pct),
-                ("ratio_macs", "ratio", lambda v: f"{v:.1f}x")]
-        if args.latency:
-            cols.append(("latency_ms", "ms", lambda v: "-" if v is None else f"{v:.0f}"))
-        text = render_table(rows, cols)
-        if args.markdown:
-            lines = text.splitlines()
-            text = "\n".join(["| " + " | ".join(c for c in lines[0].split("  ") if c.strip()) + " |",
-                              "|" + "---|" * len(cols)] +
-                             ["| " + " | ".join(_markdown_cells(r, cols)) + " |" for r in rows])
-        print(text)
-        notes = [(r["model"], r["note"]) for r in rows if r["note"]]
-        if notes and not args.markdown:
-            print("\nnotes:")
-            for model, note in notes:
-                print(f"  {model}: {note}")
+        _print_table(rows, args.latency, args.markdown)
         for p in plots:
             print(f"wrote {p}")
     return 0
+
+
+def _print_csv(rows: list[dict], latency: bool) -> None:
+    buf = io.StringIO()
+    keys = COLUMNS + (["latency_ms"] if latency else [])
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    print(buf.getvalue(), end="")
+
+
+def _print_table(rows: list[dict], latency: bool, markdown: bool) -> None:
+    """The table as aligned text (then the rows' notes) or as Markdown."""
+    cols = [("model", "model", str), ("resolution", "res", str), ("top1", "top-1", lambda v: f"{v:.1f}"),
+            ("params", "params", fmt_count), ("paper_params", "paper", lambda v: fmt_count(v, 1e6, 1)),
+            ("params_dev", "dev", _pct), ("ratio_params", "ratio", lambda v: f"{v:.1f}x"),
+            ("macs", "MACs", lambda v: fmt_count(v, 1e9, 2, "B")),
+            ("paper_macs", "paper", lambda v: fmt_count(v, 1e9, 1, "B")), ("macs_dev", "dev", _pct),
+            ("ratio_macs", "ratio", lambda v: f"{v:.1f}x")]
+    if latency:
+        cols.append(("latency_ms", "ms", lambda v: "-" if v is None else f"{v:.0f}"))
+    text = render_table(rows, cols)
+    if markdown:
+        lines = text.splitlines()
+        text = "\n".join(["| " + " | ".join(c for c in lines[0].split("  ") if c.strip()) + " |",
+                          "|" + "---|" * len(cols)] +
+                         ["| " + " | ".join(_markdown_cells(r, cols)) + " |" for r in rows])
+    print(text)
+    notes = [(r["model"], r["note"]) for r in rows if r["note"]]
+    if notes and not markdown:
+        print("\nnotes:")
+        for model, note in notes:
+            print(f"  {model}: {note}")
 
 
 def _markdown_cells(row, cols) -> list[str]:

@@ -7,10 +7,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from compscale.commands._util import finite_float, integer, render_table
 from compscale.errors import UserError
+from compscale.progress import Event
 
 # Flags default to SUPPRESS so that only the ones given on the command line override the config file.
 _S = argparse.SUPPRESS
@@ -21,15 +21,23 @@ def _is_main() -> bool:
 
 
 class _ProgressBars:
-    """A tqdm bar per epoch on stderr (rank 0 only), and one summary line per epoch."""
+    """The training engine's :data:`~compscale.progress.Progress`: a tqdm bar per epoch on stderr (rank 0
+    only), and one summary line per epoch."""
 
     def __init__(self) -> None:
         self.bar = None
         self.enabled = _is_main()
 
-    def on_start(self, info: dict[str, Any]) -> None:
+    def __call__(self, event: Event) -> None:
+        handler = {"train_start": self.started, "epoch_start": self.epoch_started, "step": self.stepped,
+                   "epoch_end": self.epoch_ended}.get(event.kind)
+        if handler is not None:
+            handler(event)
+
+    def started(self, event: Event) -> None:
         if not self.enabled:
             return
+        info = event.info
         for note in info["notes"]:
             print(f"compscale: {info['data']}: {note}", file=sys.stderr)
         resumed = (f", resuming at epoch {info['resumed_epoch'] + 1} step {info['resumed_step']}"
@@ -39,20 +47,21 @@ class _ProgressBars:
               f"images, {info['classes']} classes, {info['channels']} channel(s), {info['resolution']} px) on "
               f"{info['device']}{procs}, lr {info['lr']:.4g}{resumed}", file=sys.stderr)
 
-    def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None:
+    def epoch_started(self, event: Event) -> None:
         if not self.enabled:
             return
         from tqdm import tqdm
 
-        self.bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
+        epoch, epochs = event.info["epoch"], event.info["epochs"]
+        self.bar = tqdm(total=event.total, initial=event.done, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
                         file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5)
 
-    def on_step(self, step: int, loss: Any, lr: float) -> None:
+    def stepped(self, event: Event) -> None:
         if self.bar is None:
             return
         self.bar.update(1)
-        if step % 10 == 0:
-            self.bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.3g}", refresh=False)
+        if event.done % 10 == 0:
+            self.bar.set_postfix(loss=f"{float(event.info['loss']):.3f}", lr=f"{event.info['lr']:.3g}", refresh=False)
 
     def close(self) -> None:
         """Take the bar off the terminal, so that an error message gets a line of its own."""
@@ -60,9 +69,10 @@ class _ProgressBars:
             self.bar.close()
             self.bar = None
 
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
+    def epoch_ended(self, event: Event) -> None:
         self.close()
         if self.enabled:
+            record = event.info
             print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}  test loss {record['loss']:.4f}  "
                   f"top-1 {100 * record['top1']:.2f}%  top-5 {100 * record['top5']:.2f}%  "
                   f"{record['img_s']:.0f} img/s", file=sys.stderr)
@@ -100,7 +110,7 @@ def cmd_train(args: argparse.Namespace, finetune: bool = False) -> int:
 
     bars = _ProgressBars()
     try:
-        result = train(cfg, resume=args.resume, callback=bars)
+        result = train(cfg, resume=args.resume, progress=bars)
     finally:
         bars.close()
     if not _is_main():
@@ -119,7 +129,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from compscale.train.loop import eval_model
+    from compscale.train.evaluate import eval_model
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -135,7 +145,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"compscale: {data.name}: {note}", file=sys.stderr)
     print(f"{args.model} on {data.name} ({result.count} test images): top-1 {100 * result.top1:.2f}%  "
           f"top-5 {100 * result.top5:.2f}%  loss {result.loss:.4f}\n")
-    rows = [{"class": c, "n": int(result.confusion[i].sum()), "acc": a} for i, (c, a) in enumerate(zip(data.classes, per_class))]
+    rows = [{"class": c, "n": int(result.confusion[i].sum()), "acc": a}
+            for i, (c, a) in enumerate(zip(data.classes, per_class))]
     print(render_table(rows, [("class", "class", str), ("n", "images", str),
                               ("acc", "accuracy", lambda v: "-" if v is None else f"{100 * v:.1f}%")]))
     if len(data.classes) <= 20:
@@ -149,8 +160,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_training_flags(p: argparse.ArgumentParser, finetune: bool) -> None:
+    _add_run_flags(p)
+    _add_optimisation_flags(p)
+    _add_engine_flags(p)
+    if finetune:
+        _add_finetune_flags(p)
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """What to train, on which data, for how long, and where to."""
     from compscale.data import AUGMENTS
-    from compscale.train.config import OPTIMIZERS, SCHEDULES
 
     p.add_argument("model", nargs="?", default=_S, help="registered model name (see `compscale models`)")
     p.add_argument("--data", default=_S, help="fashion-mnist, digits, or an ImageFolder directory")
@@ -162,11 +181,19 @@ def _add_training_flags(p: argparse.ArgumentParser, finetune: bool) -> None:
     p.add_argument("--seed", type=integer, default=_S)
     p.add_argument("--deterministic", action="store_true", default=_S, help="deterministic kernels (bit-exact resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors if present")
-    p.add_argument("--limit-train", dest="limit_train", type=integer, default=_S, help="train on a fixed subset of N images")
-    p.add_argument("--limit-test", dest="limit_test", type=integer, default=_S, help="evaluate on a fixed subset of N images")
+    p.add_argument("--limit-train", dest="limit_train", type=integer, default=_S,
+                   help="train on a fixed subset of N images")
+    p.add_argument("--limit-test", dest="limit_test", type=integer, default=_S,
+                   help="evaluate on a fixed subset of N images")
     p.add_argument("--holdout", type=integer, default=_S,
                    help="evaluate on N images held out of the training set instead of the test set")
     p.add_argument("--augment", default=_S, help=f"one of {', '.join(AUGMENTS)}")
+
+
+def _add_optimisation_flags(p: argparse.ArgumentParser) -> None:
+    """The optimizer, its schedule and the regularisation."""
+    from compscale.train.config import OPTIMIZERS, SCHEDULES
+
     p.add_argument("--optimizer", default=_S, help=f"one of {', '.join(OPTIMIZERS)} (rmsproptf: the paper's)")
     p.add_argument("--lr", type=finite_float, default=_S, help="peak learning rate (default: scaled by batch/256)")
     p.add_argument("--weight-decay", dest="weight_decay", type=finite_float, default=_S)
@@ -178,6 +205,10 @@ def _add_training_flags(p: argparse.ArgumentParser, finetune: bool) -> None:
                    help="keep an EMA of the weights (decay, default 0.9999) and evaluate/save it")
     p.add_argument("--drop-rate", dest="drop_rate", type=finite_float, default=_S, help="dropout before the classifier")
     p.add_argument("--drop-path-rate", dest="drop_path_rate", type=finite_float, default=_S, help="stochastic depth")
+
+
+def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+    """How the engine runs: memory layout, precision, processes, evaluation, checkpoints, output."""
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=_S)
     p.add_argument("--amp", action="store_true", default=_S, help="mixed precision (bf16, or fp16 on older GPUs)")
     p.add_argument("--workers", type=integer, default=_S, help="data loader processes")
@@ -189,13 +220,16 @@ def _add_training_flags(p: argparse.ArgumentParser, finetune: bool) -> None:
     p.add_argument("--checkpoint-steps", dest="checkpoint_steps", type=integer, default=_S,
                    help="also checkpoint every N steps (always at each epoch's end)")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
-    if finetune:
-        p.add_argument("--weights", default=_S, help="pretrained weights (.safetensors or a tensors-only .pth)")
-        p.add_argument("--freeze-backbone", dest="freeze_backbone", action="store_true", default=_S,
-                       help="train only the new classifier")
-        p.add_argument("--unfreeze-after", dest="unfreeze_after", type=integer, default=_S,
-                       help="train only the classifier for N epochs, then everything")
-        p.add_argument("--head-lr", dest="head_lr", type=finite_float, default=_S, help="classifier lr (default: --lr)")
+
+
+def _add_finetune_flags(p: argparse.ArgumentParser) -> None:
+    """The pretrained weights, and which parts of the model train when."""
+    p.add_argument("--weights", default=_S, help="pretrained weights (.safetensors or a tensors-only .pth)")
+    p.add_argument("--freeze-backbone", dest="freeze_backbone", action="store_true", default=_S,
+                   help="train only the new classifier")
+    p.add_argument("--unfreeze-after", dest="unfreeze_after", type=integer, default=_S,
+                   help="train only the classifier for N epochs, then everything")
+    p.add_argument("--head-lr", dest="head_lr", type=finite_float, default=_S, help="classifier lr (default: --lr)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -211,7 +245,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model")
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True, help="fashion-mnist, digits, or an ImageFolder directory")
-    p.add_argument("--resolution", type=integer, help="default: the resolution recorded in the weights, else the model's")
+    p.add_argument("--resolution", type=integer,
+                   help="default: the resolution recorded in the weights, else the model's")
     p.add_argument("--batch-size", dest="batch_size", type=integer, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=integer, default=0)

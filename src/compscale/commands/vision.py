@@ -38,7 +38,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": args.model, "image": args.image, "top": rows}))
     else:
-        print(render_table(rows, [("index", "class", str), ("name", "name", str), ("prob", "prob", lambda v: f"{v:.3f}")]))
+        print(render_table(rows, [("index", "class", str), ("name", "name", str),
+                                  ("prob", "prob", lambda v: f"{v:.3f}")]))
     return 0
 
 
@@ -56,7 +57,8 @@ def cmd_cam(args: argparse.Namespace) -> int:
     caption = [f"{r['name'][:28]} {r['prob']:.2f}" for r in top]
     save_cam_figure(args.out, [(f"{args.model} ({args.method}, class {result.target})", crop, result.map, caption)])
     if args.json:
-        print(json.dumps({"model": args.model, "method": args.method, "target": result.target, "out": args.out, "top": top}))
+        print(json.dumps({"model": args.model, "method": args.method, "target": result.target, "out": args.out,
+                          "top": top}))
     else:
         print(f"wrote {args.out}: {args.method} for class {result.target} ({top[0]['name']} is top-1)")
     return 0

@@ -4,6 +4,14 @@
 ``export_torchscript`` / ``export_openvino`` write validated files; :mod:`compscale.deploy.bench` times paths
 side by side; :func:`accuracy_cost` measures what a bf16 path costs on real photos. Everything here that
 needs ONNX Runtime or OpenVINO imports it lazily (``pip install 'compscale[deploy]'``).
+
+Layers, lowest first; a module imports only modules of lower layers:
+
+1. ``records`` (result-record base), ``fold`` (BatchNorm folding), ``openvino_runtime``;
+2. ``export`` (ONNX / TorchScript / OpenVINO files, ``OnnxRuntimeModule``), ``accuracy``, ``bench`` (timing);
+3. ``backends`` (the one backend table: how to build each inference backend);
+4. ``optimize`` (build, validate, time, choose);
+5. ``paths`` (what ``compscale bench`` times: a backend's plain form, or ``best`` = ``optimize``).
 """
 
 from compscale.deploy.accuracy import AccuracyCost, accuracy_cost, photo_views

@@ -5,16 +5,19 @@ real images at hand are scikit-image's sample photos; :func:`photo_views` turns 
 resized crops and flips, as in ImageNet evaluation studies) so that the agreement is measured over tens of
 inputs rather than five. The reference is the fp32 model itself, so no labels are needed: the cost is how
 often the top-1 class changes, how much the top-5 sets overlap, and how far the logits move.
+
+Layer: imports only :mod:`compscale.deploy.records` from the deploy package.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
+from compscale.deploy.records import Record
 from compscale.errors import UserError
 from compscale.pretrained import SAMPLE_IMAGES, Preprocess, load_image
 
@@ -22,7 +25,7 @@ __all__ = ["AccuracyCost", "accuracy_cost", "photo_views"]
 
 
 @dataclass(frozen=True)
-class AccuracyCost:
+class AccuracyCost(Record):
     """Agreement of a candidate's logits with the reference's over ``images`` inputs.
 
     ``top1_agreement``: share of inputs with the same arg-max; ``top5_overlap``: mean |top5 ∩ top5| / 5;
@@ -34,9 +37,6 @@ class AccuracyCost:
     top5_overlap: float
     max_relative_error: float
     mean_relative_error: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def photo_views(preprocess: Preprocess, views_per_photo: int = 16, seed: int = 0) -> torch.Tensor:

@@ -3,30 +3,32 @@
 Timings on a shared machine drift (batch-1 latency varies ±20 % between processes here). Measuring every
 candidate once per round, round after round, exposes all of them to the same drift, and the median of the
 rounds ignores the outliers; the ratio of two medians from the same run is the figure to report.
+
+What is timed is built elsewhere: :mod:`compscale.deploy.paths` (``compscale bench``) and
+:func:`compscale.optimize`. Layer: imports only :mod:`compscale.deploy.records` from the deploy package.
 """
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
-from torch import nn
 
+from compscale.deploy.records import Record
 from compscale.errors import UserError
+from compscale.progress import Progress, report
 
-__all__ = ["PATHS", "PEERS", "Timing", "build_path", "measure", "peer_model", "set_threads", "settle_batchnorm"]
+__all__ = ["BLOCK_SECONDS", "Timing", "measure", "set_threads"]
 
-PEERS = ("timm", "torchvision")
 #: Target duration of one timed block of calls when ``measure(inner="auto")``.
 BLOCK_SECONDS = 0.08
 
 
 @dataclass
-class Timing:
+class Timing(Record):
     """Seconds per call of one candidate: every repetition, and their median."""
 
     name: str
@@ -51,7 +53,7 @@ class Timing:
         return (max(self.times) - min(self.times)) / self.median
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = super().as_dict()
         d.update(median_s=self.median, latency_ms=self.latency_ms, images_per_s=self.images_per_s, spread=self.spread)
         return d
 
@@ -65,17 +67,9 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def measure(
-    candidates: Mapping[str, Callable[[], Any]],
-    batch: int,
-    warmup: int = 2,
-    repeats: int = 10,
-    min_seconds: float = 0.0,
-    settle: int = 0,
-    progress: Callable[[int, int], None] | None = None,
-    inner: int | str = 1,
-    prune: float | None = None,
-) -> dict[str, Timing]:
+def measure(candidates: Mapping[str, Callable[[], Any]], batch: int, warmup: int = 2, repeats: int = 10,
+            min_seconds: float = 0.0, settle: int = 0, progress: Progress | None = None, inner: int | str = 1,
+            prune: float | None = None) -> dict[str, Timing]:
     """Time each zero-argument callable: ``warmup`` calls each, then rounds in which every candidate runs
     once (interleaved, the order rotated each round), for ``repeats`` rounds and at least ``min_seconds`` in all.
 
@@ -85,141 +79,71 @@ def measure(
     eager calls 10-100x slower right after an ONNX Runtime call). ``inner`` timed calls in a row make one
     repetition, their median: for millisecond calls, where one call's time is mostly its neighbours' noise
     and the first calls after another runtime still share the cores with that runtime's spinning threads.
-    ``inner="auto"`` sizes each candidate's block to about :data:`BLOCK_SECONDS` (1 to 20 calls) from its last
-    warm-up call, and then uses at least 3 settling calls for candidates that get more than one call
-    (measured for B0 at batch 1: one call each gave 8-15 ms with 30-300 % spread for paths that run in 4.2-4.6 ms
-    with 40 % spread in blocks of 20). With ``prune``, a candidate more than ``prune`` times slower than the
-    fastest in the first round is not timed again (its one timing stands): choosing the fastest needs no
-    precise figure for a path that is already out of the race, and at batch 32 eager B0 alone would cost
-    most of the timing budget."""
-    auto = inner == "auto"
-    if repeats < 1 or warmup < 0 or not (auto or (isinstance(inner, int) and inner >= 1)):
-        raise UserError("repeats must be >= 1, warmup >= 0 and inner a positive integer or 'auto'")
+    ``inner="auto"`` sizes each candidate's block from its last warm-up call (:func:`_warm_up`). With
+    ``prune``, a candidate more than ``prune`` times slower than the fastest in the first round is not timed
+    again (:func:`_still_in_race`). ``progress`` gets a ``"message"`` event after each round (done/total)."""
+    _check_arguments(repeats, warmup, inner)
     with torch.inference_mode():
-        blocks: dict[str, tuple[int, int]] = {}
-        for name, fn in candidates.items():
-            for _ in range(max(warmup, 1 if auto else 0)):
-                t0 = time.perf_counter()
-                fn()
-                last = time.perf_counter() - t0
-            if auto:
-                n = max(1, min(20, int(BLOCK_SECONDS / max(last, 1e-6))))
-                blocks[name] = (max(settle, 3) if n > 1 else settle, n)
-            else:
-                blocks[name] = (settle, int(inner))
+        blocks = {name: _warm_up(fn, warmup, settle, inner) for name, fn in candidates.items()}
         timings = {name: Timing(name, batch) for name in candidates}
-        start, rounds = time.perf_counter(), 0
-        active = list(candidates)
+        start, rounds, active = time.perf_counter(), 0, list(candidates)
         while rounds < repeats or time.perf_counter() - start < min_seconds:
             if prune is not None and rounds == 1:
-                fastest = min(timings[n].times[0] for n in active)
-                active = [n for n in active if timings[n].times[0] <= prune * fastest]
+                active = _still_in_race(timings, active, prune)
                 if len(active) == 1:
                     break  # one candidate left: nothing to compare it with
-            names = active
-            shift = rounds % len(names)  # rotate the order: no candidate always follows the same neighbour
-            for name in names[shift:] + names[:shift]:
-                fn = candidates[name]
-                n_settle, n_inner = blocks[name]
-                for _ in range(n_settle):
-                    fn()
-                times = []
-                for _ in range(n_inner):
-                    t0 = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - t0)
-                timings[name].times.append(statistics.median(times))
+            for name in _rotated(active, rounds):
+                timings[name].times.append(_time_block(candidates[name], *blocks[name]))
             rounds += 1
-            if progress is not None:
-                progress(rounds, repeats)
+            report(progress, "message", "timing round", done=rounds, total=repeats)
     return timings
 
 
-def peer_model(peer: str, name: str) -> nn.Module:
-    """The peer library's model of the same name, randomly initialised (timing only; nothing downloaded).
-
-    timm and torchvision are optional: imported here, on demand, never by the rest of compscale.
-    """
-    if peer == "timm":
-        try:
-            import timm
-        except ImportError:
-            raise UserError("--vs timm needs timm installed (pip install timm)") from None
-        if name not in timm.list_models():
-            raise UserError(f"timm has no model named {name!r}")
-        return timm.create_model(name, pretrained=False).eval()
-    if peer == "torchvision":
-        try:
-            import torchvision
-        except ImportError:
-            raise UserError("--vs torchvision needs torchvision installed (pip install torchvision)") from None
-        try:
-            return torchvision.models.get_model(name, weights=None).eval()
-        except ValueError:
-            raise UserError(f"torchvision has no model named {name!r}") from None
-    raise UserError(f"unknown peer {peer!r}; choose one of {', '.join(PEERS)}")
+def _check_arguments(repeats: int, warmup: int, inner: int | str) -> None:
+    if repeats < 1 or warmup < 0 or not (inner == "auto" or (isinstance(inner, int) and inner >= 1)):
+        raise UserError("repeats must be >= 1, warmup >= 0 and inner a positive integer or 'auto'")
 
 
-#: The inference paths ``build_path`` knows. ``onnxruntime_default`` is what a well-informed user of another
-#: library gets (a static-shape export, ONNX Runtime's default session); ``best`` is :func:`compscale.optimize`.
-PATHS = ("eager", "channels_last", "torchscript", "onnxruntime_default", "onnxruntime", "openvino", "best")
+def _seconds(fn: Callable[[], Any]) -> float:
+    """Wall-clock seconds of one call of ``fn``."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
-@torch.no_grad()
-def settle_batchnorm(model: nn.Module, example: torch.Tensor, seed: int = 0) -> nn.Module:
-    """Give a randomly initialised model realistic BatchNorm statistics (two train-mode passes on random
-    images, cumulative averages), then eval mode.
+def _warm_up(fn: Callable[[], Any], warmup: int, settle: int, inner: int | str) -> tuple[int, int]:
+    """Call ``fn`` ``warmup`` times; its block: (untimed settling calls, timed calls) per repetition.
 
-    Without it a random EfficientNet's activations collapse towards zero, where subnormal floats make the CPU
-    slow for reasons that have nothing to do with the model; timing both sides after this is fair.
-    """
-    g = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    n = min(4, example.shape[0]) if example.shape[0] > 1 else 2
-    for _ in range(2):
-        model(torch.randn((n,) + tuple(example.shape[1:]), generator=g))
-    for m in bns:
-        m.momentum = 0.1
-    return model.eval()
+    ``inner="auto"`` sizes the block to about :data:`BLOCK_SECONDS` (1 to 20 calls) from the last warm-up call
+    (at least one), with at least 3 settling calls for a block of more than one call (measured for B0 at
+    batch 1: one call each gave 8-15 ms with 30-300 % spread for paths that run in 4.2-4.6 ms with 40 % spread
+    in blocks of 20)."""
+    auto = inner == "auto"
+    last = 0.0
+    for _ in range(max(warmup, 1 if auto else 0)):
+        last = _seconds(fn)
+    if not auto:
+        return settle, int(inner)
+    n = max(1, min(20, int(BLOCK_SECONDS / max(last, 1e-6))))
+    return (max(settle, 3) if n > 1 else settle), n
 
 
-def build_path(model: nn.Module, path: str, example: torch.Tensor, threads: int | None = None,
-               precision: str = "fp32") -> tuple[Callable[[], Any], str]:
-    """A zero-argument callable running ``model`` on ``example`` the way ``path`` says, and a description.
+def _still_in_race(timings: Mapping[str, Timing], active: list[str], prune: float) -> list[str]:
+    """The candidates at most ``prune`` times slower than the fastest in the first round. Choosing the fastest
+    needs no precise figure for a path already out of the race, and at batch 32 eager B0 alone would cost
+    most of the timing budget."""
+    fastest = min(timings[n].times[0] for n in active)
+    return [n for n in active if timings[n].times[0] <= prune * fastest]
 
-    ``precision`` applies to the paths that offer bf16 (``openvino`` and ``best``); the others are fp32."""
-    from compscale.deploy.export import OnnxRuntimeModule, onnx_bytes, trace_frozen
 
-    model = model.eval()
-    cl = example.contiguous(memory_format=torch.channels_last)
-    if path == "eager":
-        return (lambda: model(example)), "eager, NCHW"
-    if path == "channels_last":
-        m = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        return (lambda: m(cl)), "eager, channels_last"
-    if path == "torchscript":
-        m = trace_frozen(copy.deepcopy(model).to(memory_format=torch.channels_last), cl)
-        return (lambda: m(cl)), "TorchScript trace+freeze, channels_last"
-    if path in ("onnxruntime_default", "onnxruntime"):
-        tuned = path == "onnxruntime"
-        data = onnx_bytes(model, example, dynamic_batch=False, optimize_graph=tuned)
-        m = OnnxRuntimeModule(data, tuple(example.shape), threads=threads if tuned else None, tuned=tuned)
-        m(example)
-        what = f"ONNX Runtime, tuned session ({threads or 'default'} threads)" if tuned else "ONNX Runtime, default session"
-        return (lambda: m(example)), what
-    if path == "openvino":
-        from compscale.deploy.openvino_runtime import OpenVinoModule
+def _rotated(names: list[str], rounds: int) -> list[str]:
+    """``names`` rotated by the round number: no candidate always follows the same neighbour."""
+    shift = rounds % len(names)
+    return names[shift:] + names[:shift]
 
-        m = OpenVinoModule(onnx_bytes(model, example[:1]), tuple(example.shape), threads, precision)
-        m(example)
-        return (lambda: m(example)), f"OpenVINO {precision}, whole batch"
-    if path == "best":
-        from compscale.deploy.optimize import optimize
 
-        m = optimize(model, example, threads=threads, precision=precision)
-        return (lambda: m(example)), f"compscale.optimize -> {m.backend}"
-    raise UserError(f"unknown path {path!r}; choose from {', '.join(PATHS)}")
+def _time_block(fn: Callable[[], Any], n_settle: int, n_inner: int) -> float:
+    """One repetition: ``n_settle`` untimed calls, then the median of ``n_inner`` timed ones."""
+    for _ in range(n_settle):
+        fn()
+    return statistics.median(_seconds(fn) for _ in range(n_inner))

@@ -11,21 +11,28 @@ ONNX Runtime faster on the CPU:
 
 Every file is written through :func:`compscale.io.atomic_path`: a failed export or a failed validation leaves
 no file behind (and an existing file untouched).
+
+Layer: imports only :mod:`~compscale.deploy.records`, :mod:`~compscale.deploy.fold` and
+:mod:`~compscale.deploy.openvino_runtime` from the deploy package.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from compscale.deploy.fold import fold_batchnorm
+from compscale.deploy.openvino_runtime import run_ir, save_ir
+from compscale.deploy.records import Record
 from compscale.errors import UserError, first_line
 from compscale.io import atomic_path
 
@@ -39,6 +46,7 @@ __all__ = [
     "onnx_bytes",
     "ort_session",
     "relative_error",
+    "require_onnxruntime",
     "trace_frozen",
 ]
 
@@ -47,7 +55,7 @@ DEFAULT_OPSET = 17
 
 
 @dataclass(frozen=True)
-class ExportReport:
+class ExportReport(Record):
     """What was written and how closely the export reproduces the model: max|Δ| / max|logit|."""
 
     path: str
@@ -60,9 +68,6 @@ class ExportReport:
     relative_error: float
     bytes: int
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def relative_error(ref: torch.Tensor, out: torch.Tensor) -> tuple[float, float, float]:
     """(max|out − ref|, max|ref|, their ratio): the tolerance measure used throughout compscale."""
@@ -74,12 +79,14 @@ def relative_error(ref: torch.Tensor, out: torch.Tensor) -> tuple[float, float, 
     return diff, scale, diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
 
 
-def _require_onnxruntime():
+def require_onnxruntime():
+    """The ``onnxruntime`` module (``onnx`` imported too), or a UserError saying how to install them."""
     try:
         import onnx  # noqa: F401
         import onnxruntime
     except ImportError:
-        raise UserError("ONNX export needs the onnx and onnxruntime packages: pip install 'compscale[deploy]'") from None
+        raise UserError("ONNX export needs the onnx and onnxruntime packages: "
+                        "pip install 'compscale[deploy]'") from None
     return onnxruntime
 
 
@@ -137,6 +144,9 @@ def _rank4_values(proto) -> set[str]:
     return {v.name for v in values if v.type.tensor_type.HasField("shape") and len(v.type.tensor_type.shape.dim) == 4}
 
 
+_BATCH_AXES = {"input": {0: "batch"}, "logits": {0: "batch"}}
+
+
 def onnx_bytes(
     model: nn.Module,
     example: torch.Tensor,
@@ -145,7 +155,7 @@ def onnx_bytes(
     optimize_graph: bool = True,
 ) -> bytes:
     """The ONNX model of ``model`` traced at ``example`` (spatial size fixed; batch dynamic if asked)."""
-    _require_onnxruntime()
+    require_onnxruntime()
     import onnx
 
     buf = io.BytesIO()
@@ -154,7 +164,7 @@ def onnx_bytes(
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model.eval(), (example,), buf, dynamo=False, opset_version=opset, input_names=["input"],
-            output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None,
+            output_names=["logits"], dynamic_axes=_BATCH_AXES if dynamic_batch else None,
         )
     if not optimize_graph:
         return buf.getvalue()
@@ -179,7 +189,7 @@ def with_fixed_batch(data: bytes, batch: int) -> bytes:
 def ort_session(data: bytes | str | os.PathLike, threads: int | None = None, tuned: bool = True):
     """An ONNX Runtime CPU session. ``tuned``: explicit intra-op threads, sequential execution, all graph
     optimizations (NCHWc blocked layouts on x86); otherwise the library's default session."""
-    ort = _require_onnxruntime()
+    ort = require_onnxruntime()
     so = ort.SessionOptions()
     if tuned:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -216,11 +226,12 @@ class OnnxRuntimeModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.input_shape[1:]:
-            raise UserError(f"this ONNX model was exported for inputs of shape (N, {', '.join(map(str, self.input_shape[1:]))}), "
-                            f"got {tuple(x.shape)}")
+            raise UserError("this ONNX model was exported for inputs of shape "
+                            f"(N, {', '.join(map(str, self.input_shape[1:]))}), got {tuple(x.shape)}")
         arr = x.detach().to(torch.float32).contiguous().numpy()
         step = self.micro_batch or arr.shape[0]
-        outs = [self.session(len(arr[i:i + step])).run(None, {"input": arr[i:i + step]})[0] for i in range(0, len(arr), step)]
+        outs = [self.session(len(arr[i:i + step])).run(None, {"input": arr[i:i + step]})[0]
+                for i in range(0, len(arr), step)]
         return torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs))
 
     def extra_repr(self) -> str:
@@ -239,25 +250,42 @@ def trace_frozen(model: nn.Module, example: torch.Tensor, freeze: bool = True) -
 
 # --- Files --------------------------------------------------------------------------------------------
 
-def _prepare(model: nn.Module, fold_bn: bool, example: torch.Tensor) -> tuple[nn.Module, int]:
-    model = model.eval()
-    if not fold_bn:
-        return model, 0
-    from compscale.deploy.fold import fold_batchnorm
+@dataclass
+class _Reference:
+    """What every export is checked against: the example input ``x``, the unexported model's ``logits`` on it,
+    and the ``model`` to export (BatchNorm folded if asked) with the number of BatchNorms ``folded``."""
 
-    folded = fold_batchnorm(model, example_input=example[:1])
-    return folded, folded.folded_batchnorms
+    x: torch.Tensor
+    logits: torch.Tensor
+    model: nn.Module
+    folded: int
+    resolution: int | None
+    batch: int
 
+    @classmethod
+    def take(cls, model: nn.Module, resolution: int | None, batch: int, fold_bn: bool) -> _Reference:
+        x = _example_input(model, resolution, batch)
+        with torch.no_grad():
+            logits = model.eval()(x)
+        if not fold_bn:
+            return cls(x, logits, model, 0, resolution, batch)
+        folded = fold_batchnorm(model, example_input=x[:1])
+        return cls(x, logits, folded, folded.folded_batchnorms, resolution, batch)
 
-def _reference(model: nn.Module, resolution: int | None, batch: int, fold_bn: bool
-               ) -> tuple[torch.Tensor, torch.Tensor, nn.Module, int]:
-    """The example input, the unexported model's logits on it (what every export is checked against), and
-    the model to export (BatchNorm folded if asked) with the number of BatchNorms folded."""
-    x = _example_input(model, resolution, batch)
-    with torch.no_grad():
-        ref = model.eval()(x)
-    model, folded = _prepare(model, fold_bn, x)
-    return x, ref, model, folded
+    def check(self, run: Callable[[torch.Tensor], torch.Tensor], rtol: float, what: str,
+              dynamic_batch: bool) -> tuple[float, float, float]:
+        """``run``'s logits against the model's on the example (the errors, as :func:`relative_error`) and, for a
+        dynamic batch axis, on two more images than traced (that axis must really work); UserError past ``rtol``."""
+        with torch.no_grad():
+            errors = _check(self.logits, run(self.x), rtol, what)
+            if dynamic_batch:
+                x2 = _example_input(self.model, self.resolution, self.batch + 2, seed=1)
+                _check(self.model(x2), run(x2), rtol, what)
+        return errors
+
+    def report(self, path: str | os.PathLike, format: str, dynamic_batch: bool, errors: tuple[float, float, float],
+               size: int) -> ExportReport:
+        return ExportReport(str(path), format, tuple(self.x.shape), dynamic_batch, self.folded, *errors, size)
 
 
 def _check(ref: torch.Tensor, out: torch.Tensor, rtol: float, what: str) -> tuple[float, float, float]:
@@ -268,95 +296,65 @@ def _check(ref: torch.Tensor, out: torch.Tensor, rtol: float, what: str) -> tupl
     return diff, scale, rel
 
 
-def export_onnx(
-    model: nn.Module,
-    path: str | os.PathLike,
-    resolution: int | None = None,
-    batch: int = 1,
-    dynamic_batch: bool = True,
-    fold_bn: bool = False,
-    opset: int = DEFAULT_OPSET,
-    rtol: float = 1e-4,
-) -> ExportReport:
+def export_onnx(model: nn.Module, path: str | os.PathLike, resolution: int | None = None, batch: int = 1,
+                dynamic_batch: bool = True, fold_bn: bool = False, opset: int = DEFAULT_OPSET,
+                rtol: float = 1e-4) -> ExportReport:
     """Write ``model`` as ONNX and validate it: ONNX Runtime's logits must match PyTorch's to ``rtol``
     (relative to max|logit|), else nothing is written."""
-    x, ref, model, folded = _reference(model, resolution, batch, fold_bn)
-    data = onnx_bytes(model, x, dynamic_batch=dynamic_batch, opset=opset)
+    ref = _Reference.take(model, resolution, batch, fold_bn)
+    data = onnx_bytes(ref.model, ref.x, dynamic_batch=dynamic_batch, opset=opset)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
         sess = ort_session(tmp, tuned=False)
-        out = torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
-        diff, scale, rel = _check(ref, out, rtol, "the ONNX export")
-        if dynamic_batch:  # the dynamic batch axis must really work: run two more images than traced
-            x2 = _example_input(model, resolution, batch + 2, seed=1)
-            with torch.no_grad():
-                _check(model(x2), torch.from_numpy(sess.run(None, {"input": x2.numpy()})[0]), rtol, "the ONNX export")
-    return ExportReport(str(path), "onnx", tuple(x.shape), dynamic_batch, folded, diff, scale, rel, len(data))
+        errors = ref.check(lambda x: torch.from_numpy(sess.run(None, {"input": x.numpy()})[0]), rtol,
+                           "the ONNX export", dynamic_batch)
+    return ref.report(path, "onnx", dynamic_batch, errors, len(data))
 
 
-def export_torchscript(
-    model: nn.Module,
-    path: str | os.PathLike,
-    resolution: int | None = None,
-    batch: int = 1,
-    fold_bn: bool = False,
-    freeze: bool = True,
-    rtol: float = 1e-4,
-) -> ExportReport:
+def export_torchscript(model: nn.Module, path: str | os.PathLike, resolution: int | None = None, batch: int = 1,
+                       fold_bn: bool = False, freeze: bool = True, rtol: float = 1e-4) -> ExportReport:
     """Write ``model`` as a traced (and frozen) TorchScript file; validated by loading it back."""
-    x, ref, model, folded = _reference(model, resolution, batch, fold_bn)
-    scripted = trace_frozen(model, x, freeze=freeze)
+    ref = _Reference.take(model, resolution, batch, fold_bn)
+    scripted = trace_frozen(ref.model, ref.x, freeze=freeze)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # jit.save/load "deprecated" in favour of torch.export
         torch.jit.save(scripted, str(tmp))
         loaded = torch.jit.load(str(tmp), map_location="cpu")
-        with torch.no_grad():
-            diff, scale, rel = _check(ref, loaded(x), rtol, "the TorchScript export")
+        errors = ref.check(loaded, rtol, "the TorchScript export", dynamic_batch=False)
         size = tmp.stat().st_size
-    return ExportReport(str(path), "torchscript", tuple(x.shape), False, folded, diff, scale, rel, size)
+    return ref.report(path, "torchscript", False, errors, size)
 
 
-def export_openvino(
-    model: nn.Module,
-    path: str | os.PathLike,
-    resolution: int | None = None,
-    batch: int = 1,
-    dynamic_batch: bool = True,
-    fold_bn: bool = False,
-    rtol: float = 1e-4,
-) -> ExportReport:
+def export_openvino(model: nn.Module, path: str | os.PathLike, resolution: int | None = None, batch: int = 1,
+                    dynamic_batch: bool = True, fold_bn: bool = False, rtol: float = 1e-4) -> ExportReport:
     """Write ``model`` as OpenVINO IR: ``path`` (``NAME.xml``, the graph) and ``NAME.bin`` (fp32 weights),
     made from the same ONNX graph as :func:`export_onnx` and validated by loading the pair back in OpenVINO.
 
     Both files are first written to a staging folder beside ``path`` and validated there, then moved in
     atomically: the ``.bin`` first, the ``.xml`` last, so an ``.xml`` on disk always has its weights beside it."""
-    import tempfile
-
-    from compscale.deploy.openvino_runtime import run_ir, save_ir
-
     target = Path(path)
     if target.suffix != ".xml":
         raise UserError(f"OpenVINO IR is a NAME.xml + NAME.bin pair: give a path ending in .xml, not {target.name!r}")
-    x, ref, model, folded = _reference(model, resolution, batch, fold_bn)
-    data = onnx_bytes(model, x, dynamic_batch=dynamic_batch)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = tempfile.TemporaryDirectory(prefix=f".{target.stem}.", dir=target.parent)
-    except OSError as err:
-        raise UserError(f"cannot write {target}: {err.strerror or err}") from None
-    with staging as tmp:
+    ref = _Reference.take(model, resolution, batch, fold_bn)
+    data = onnx_bytes(ref.model, ref.x, dynamic_batch=dynamic_batch)
+    with _staging_folder(target) as tmp:
         xml = Path(tmp) / target.name
-        save_ir(data, xml, tuple(x.shape), dynamic_batch)
-        diff, scale, rel = _check(ref, run_ir(xml, x), rtol, "the OpenVINO export")
-        if dynamic_batch:
-            x2 = _example_input(model, resolution, batch + 2, seed=1)
-            with torch.no_grad():
-                _check(model(x2), run_ir(xml, x2), rtol, "the OpenVINO export")
+        save_ir(data, xml, tuple(ref.x.shape), dynamic_batch)
+        errors = ref.check(lambda x: run_ir(xml, x), rtol, "the OpenVINO export", dynamic_batch)
         size = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
         for src in (xml.with_suffix(".bin"), xml):
             with atomic_path(target.with_suffix(src.suffix)) as dst:
                 dst.write_bytes(src.read_bytes())
-    return ExportReport(str(target), "openvino", tuple(x.shape), dynamic_batch, folded, diff, scale, rel, size)
+    return ref.report(target, "openvino", dynamic_batch, errors, size)
+
+
+def _staging_folder(target: Path) -> tempfile.TemporaryDirectory:
+    """A temporary folder beside ``target`` (the same file system, so that moving a file out is atomic)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(prefix=f".{target.stem}.", dir=target.parent)
+    except OSError as err:
+        raise UserError(f"cannot write {target}: {err.strerror or err}") from None
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, format: str, **kwargs: Any) -> ExportReport:

@@ -14,11 +14,14 @@ pair is folded when the only reader is the BatchNorm's own kernel.
 The folded model keeps its own classes and forward: the convolution's tensors are rewritten in place and
 the BatchNorm is replaced by ``nn.Identity``. So it works for any family (EfficientNet's ``ConvNormAct``,
 ResNet/ResNeXt bottlenecks, Inception-ResNet branches) and for ``Conv2dSame``.
+
+Layer: imports nothing from the deploy package (the lowest layer, beside ``records`` and ``openvino_runtime``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import torch
@@ -79,13 +82,19 @@ def find_conv_bn_pairs(model: nn.Module, example_input: torch.Tensor | None = No
 
 
 class _ReadCounter(TorchDispatchMode):
-    """Counts, per watched tensor, the ATen operations that read it, noting which BatchNorm was running."""
+    """Counts, per watched tensor, the ATen operations that read it, noting which BatchNorm was running.
+
+    The watched tensors are the convolutions' outputs, found by forward hooks (:meth:`attach`), which also
+    note each BatchNorm's input; :meth:`pairs` then names the convolutions read by one BatchNorm only.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.watched: dict[int, torch.Tensor] = {}  # id → tensor, kept alive so that ids stay unique
         self.reads: dict[int, list[str | None]] = {}
         self.current_bn: str | None = None
+        self.conv_out: dict[str, list[int]] = {}
+        self.bn_in: dict[str, list[int]] = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         for a in tree_flatten((args, kwargs or {}))[0]:
@@ -93,54 +102,52 @@ class _ReadCounter(TorchDispatchMode):
                 self.reads[id(a)].append(self.current_bn)
         return func(*args, **(kwargs or {}))
 
+    def _conv_done(self, name: str, _m: nn.Module, _inp: Any, out: Any) -> None:
+        self.conv_out.setdefault(name, []).append(id(out))
+        self.watched[id(out)] = out
+        self.reads.setdefault(id(out), [])
+
+    def _bn_starts(self, name: str, _m: nn.Module, inp: Any) -> None:
+        self.bn_in.setdefault(name, []).append(id(inp[0]) if inp and isinstance(inp[0], torch.Tensor) else -1)
+        self.current_bn = name
+
+    def _bn_done(self, _m: nn.Module, _inp: Any, _out: Any) -> None:
+        self.current_bn = None
+
+    def attach(self, model: nn.Module) -> list[Any]:
+        """Hooks on every Conv2d and BatchNorm2d of ``model``; the handles, to remove after the run."""
+        handles = []
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Conv2d):
+                handles.append(m.register_forward_hook(functools.partial(self._conv_done, name)))
+            elif isinstance(m, nn.BatchNorm2d):
+                handles.append(m.register_forward_pre_hook(functools.partial(self._bn_starts, name)))
+                handles.append(m.register_forward_hook(self._bn_done))
+        return handles
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """``(conv, bn)`` where the convolution ran once and its output was read by that BatchNorm alone."""
+        producer = {ids[0]: name for name, ids in self.conv_out.items() if len(ids) == 1}
+        return [(producer[ids[0]], bn) for bn, ids in self.bn_in.items()
+                if len(ids) == 1 and ids[0] in producer and self.reads[ids[0]] == [bn]]
+
 
 def _observed_pairs(model: nn.Module, example: torch.Tensor | None) -> list[tuple[str, str]]:
     if example is None:
         spec = getattr(model, "spec", None)
         if spec is None or not hasattr(spec, "resolution"):
-            raise UserError(f"cannot trace {type(model).__name__} symbolically; pass an example input to fold BatchNorm")
+            raise UserError(f"cannot trace {type(model).__name__} symbolically; "
+                            "pass an example input to fold BatchNorm")
         example = torch.zeros(1, getattr(spec, "in_chans", 3), spec.resolution, spec.resolution)
     counter = _ReadCounter()
-    conv_out: dict[str, list[int]] = {}
-    bn_in: dict[str, list[int]] = {}
-    handles = []
-
-    def conv_hook(name: str):
-        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-            conv_out.setdefault(name, []).append(id(out))
-            counter.watched[id(out)] = out
-            counter.reads.setdefault(id(out), [])
-        return hook
-
-    def bn_pre(name: str):
-        def hook(_m: nn.Module, inp: Any) -> None:
-            bn_in.setdefault(name, []).append(id(inp[0]) if inp and isinstance(inp[0], torch.Tensor) else -1)
-            counter.current_bn = name
-        return hook
-
-    def bn_post(_m: nn.Module, _inp: Any, _out: Any) -> None:
-        counter.current_bn = None
-
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook(name)))
-        elif isinstance(m, nn.BatchNorm2d):
-            handles.append(m.register_forward_pre_hook(bn_pre(name)))
-            handles.append(m.register_forward_hook(bn_post))
+    handles = counter.attach(model)
     try:
         with torch.no_grad(), counter:
             model(example)
     finally:
         for h in handles:
             h.remove()
-    producer = {ids[0]: name for name, ids in conv_out.items() if len(ids) == 1}
-    pairs = []
-    for bn, ids in bn_in.items():
-        if len(ids) != 1 or ids[0] not in producer:
-            continue
-        if counter.reads[ids[0]] == [bn]:
-            pairs.append((producer[ids[0]], bn))
-    return pairs
+    return counter.pairs()
 
 
 @torch.no_grad()

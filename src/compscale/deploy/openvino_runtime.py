@@ -10,6 +10,8 @@ Precision is explicit. OpenVINO's *default* on CPUs with AVX512-BF16 or AMX is b
 which silently changes the logits by ~1-5 %; compscale always asks for what the caller chose: ``"fp32"``
 (the default, faithful to ≤ 1e-4) or ``"bf16"`` (opt-in, 1.5-2x faster again, with an accuracy cost that
 :func:`compscale.deploy.accuracy.accuracy_cost` measures on real images).
+
+Layer: imports nothing from the deploy package (the lowest layer, beside ``records`` and ``fold``).
 """
 
 from __future__ import annotations
@@ -25,13 +27,23 @@ from torch import nn
 
 from compscale.errors import UserError, first_line
 
-__all__ = ["PRECISIONS", "OpenVinoModule", "available_precisions", "openvino_available", "run_ir", "save_ir"]
+__all__ = [
+    "PRECISIONS",
+    "OpenVinoModule",
+    "available_precisions",
+    "default_streams",
+    "openvino_available",
+    "require_openvino",
+    "run_ir",
+    "save_ir",
+]
 
 #: compscale's precision names → OpenVINO's ``INFERENCE_PRECISION_HINT`` values.
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
 
-def _require_openvino():
+def require_openvino():
+    """The ``openvino`` module, or a UserError saying how to install it (it is an optional dependency)."""
     try:
         import openvino
     except ImportError:
@@ -42,7 +54,7 @@ def _require_openvino():
 def openvino_available() -> bool:
     """Whether the ``openvino`` package can be imported (it is an optional dependency)."""
     try:
-        _require_openvino()
+        require_openvino()
     except UserError:
         return False
     return True
@@ -51,7 +63,7 @@ def openvino_available() -> bool:
 @functools.lru_cache(maxsize=1)
 def _core():
     # One Core per process: creating it loads the CPU plugin (~50 ms) and its caches are shared.
-    return _require_openvino().Core()
+    return require_openvino().Core()
 
 
 def available_precisions() -> tuple[str, ...]:
@@ -116,7 +128,7 @@ class OpenVinoModule(nn.Module):
         return self._requests[n].infer({0: batch})[0].copy()
 
     def _infer_streamed(self, arr: np.ndarray, step: int) -> np.ndarray:
-        ov = _require_openvino()
+        ov = require_openvino()
         full = (len(arr) // step) * step
         if step not in self._queues:
             self._queues[step] = ov.AsyncInferQueue(self.compiled(step, self.streams), self.streams)
@@ -137,8 +149,8 @@ class OpenVinoModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.input_shape[1:]:
-            raise UserError(f"this model was compiled for inputs of shape (N, {', '.join(map(str, self.input_shape[1:]))}), "
-                            f"got {tuple(x.shape)}")
+            raise UserError("this model was compiled for inputs of shape "
+                            f"(N, {', '.join(map(str, self.input_shape[1:]))}), got {tuple(x.shape)}")
         arr = np.ascontiguousarray(x.detach().to(torch.float32).numpy())
         step = self.micro_batch or len(arr)
         if step >= len(arr):
@@ -158,7 +170,7 @@ def default_streams(threads: int | None) -> int:
 
 def save_ir(data: bytes, xml_path: Path, input_shape: tuple[int, ...], dynamic_batch: bool) -> None:
     """Write the ONNX model ``data`` as OpenVINO IR (``NAME.xml`` + ``NAME.bin``, fp32 weights)."""
-    ov = _require_openvino()
+    ov = require_openvino()
     model = _core().read_model(data)
     if not dynamic_batch:
         model.reshape(list(input_shape))

@@ -24,8 +24,15 @@ import torch
 from torch import nn
 
 from compscale.models.blocks import Conv2dSame
-from compscale.models.classic_layers import (StagePooledClassifier, ActConvBn, BranchSeparables, FactorizedReduction, SamePool,
-                                             kaiming_init, same_conv)
+from compscale.models.classic_layers import (
+    ActConvBn,
+    BranchSeparables,
+    FactorizedReduction,
+    SamePool,
+    StagePooledClassifier,
+    kaiming_init,
+    same_conv,
+)
 from compscale.models.registry import build_model, register_model
 from compscale.specs.amoebanet import AmoebaNetSpec, CellGenotype
 
@@ -194,5 +201,6 @@ register_model("amoebanet_a", partial(AmoebaNetSpec, genotype="a", cells_per_sta
                "AmoebaNet-A (N=6, F=190, 331 px; TF tensorflow/tpu genotype)")
 register_model("amoebanet_c", partial(AmoebaNetSpec, genotype="c", cells_per_stack=6, filters=228),
                "AmoebaNet-C (N=6, F=228, 331 px)")
-register_model("gpipe_amoebanet_b", partial(AmoebaNetSpec, genotype="b", cells_per_stack=6, filters=512, resolution=480),
+register_model("gpipe_amoebanet_b",
+               partial(AmoebaNetSpec, genotype="b", cells_per_stack=6, filters=512, resolution=480),
                "GPipe's AmoebaNet-B (18, 512) at 480 px")

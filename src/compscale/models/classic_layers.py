@@ -106,7 +106,8 @@ class SeparableConv(nn.Module):
 class ActConvBn(nn.Module):
     """ReLU → conv (SAME) → BN: the "1×1" adapters at a NAS cell's inputs and its strided 1×1 ops."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, eps: float = 1e-3) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1,
+                 eps: float = 1e-3) -> None:
         super().__init__()
         self.act = nn.ReLU()
         self.conv = same_conv(in_channels, out_channels, kernel, stride)

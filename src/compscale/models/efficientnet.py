@@ -140,7 +140,8 @@ for _v in EFFICIENTNET_LITE_COEFFICIENTS:
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
-def _effnet_key_map(model: EfficientNet, stem: str, stem_bn: str, head: str, head_bn: str, fc: str, block) -> dict[str, str]:
+def _effnet_key_map(model: EfficientNet, stem: str, stem_bn: str, head: str, head_bn: str, fc: str,
+                    block) -> dict[str, str]:
     names: dict[str, str] = {}
 
     def conv_bn(ours: str, conv: str, bn: str) -> None:
@@ -192,7 +193,8 @@ def _torchvision_keys(model: EfficientNet) -> dict[str, str]:
         return parts
 
     last = len(model.stages) + 1
-    return _effnet_key_map(model, "features.0.0", "features.0.1", f"features.{last}.0", f"features.{last}.1", "classifier.1", block)
+    return _effnet_key_map(model, "features.0.0", "features.0.1", f"features.{last}.0", f"features.{last}.1",
+                           "classifier.1", block)
 
 
 @register_key_map(EfficientNet, "efficientnet_pytorch")

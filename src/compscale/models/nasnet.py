@@ -13,8 +13,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compscale.models.classic_layers import (StagePooledClassifier, ActConvBn, BranchSeparables, FactorizedReduction, SamePool,
-                                             kaiming_init, same_conv)
+from compscale.models.classic_layers import (
+    ActConvBn,
+    BranchSeparables,
+    FactorizedReduction,
+    SamePool,
+    StagePooledClassifier,
+    kaiming_init,
+)
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
 from compscale.specs.nasnet import NASNetSpec, PNASNetSpec

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compscale.models.classic_layers import StagePooledClassifier, ConvBnAct, kaiming_init
+from compscale.models.classic_layers import ConvBnAct, StagePooledClassifier, kaiming_init
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
 from compscale.specs._classic import scale_channels
@@ -58,7 +58,8 @@ class BlockA(nn.Module):
     def __init__(self, ch: int, k: _Ctx) -> None:
         super().__init__()
         c, conv = k.c, k.conv
-        self.path0 = nn.Sequential(conv(ch, c(32), 1), conv(c(32), c(48), 3, padding=1), conv(c(48), c(64), 3, padding=1))
+        self.path0 = nn.Sequential(conv(ch, c(32), 1), conv(c(32), c(48), 3, padding=1),
+                                   conv(c(48), c(64), 3, padding=1))
         self.path1 = nn.Sequential(conv(ch, c(32), 1), conv(c(32), c(32), 3, padding=1))
         self.path2 = conv(ch, c(32), 1)
         self.conv2d = conv(c(64) + 2 * c(32), ch, 1, act=False)

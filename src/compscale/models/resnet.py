@@ -332,7 +332,8 @@ def _describe(name: str, layers: tuple[int, ...], c: int, w: int) -> str:
 
 
 for _name, (_layers, _c, _w) in RESNETS.items():
-    register_model(_name, lambda l=_layers, c=_c, w=_w: resnet_spec(l, c, w), _describe(_name, _layers, _c, _w))
+    register_model(_name, lambda layers=_layers, c=_c, w=_w: resnet_spec(layers, c, w),
+                   _describe(_name, _layers, _c, _w))
 
 
 # --- weight layouts ------------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ def _key_map(model: nn.Module, layout: str) -> dict[str, str]:
     for (t, name), fn in _KEY_MAPS.items():
         if name == layout and isinstance(model, t):
             return fn(model)
-    raise UserError(f"unknown weight layout {layout!r} for {type(model).__name__}; known: {', '.join(layouts_for(model))}")
+    raise UserError(f"unknown weight layout {layout!r} for {type(model).__name__};"
+                    f" known: {', '.join(layouts_for(model))}")
 
 
 def detect_layout(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -132,7 +133,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, layout: str | None =
     return load_state_dict(model, read_state_dict(path), layout)
 
 
-def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike,
+                 metadata: dict[str, str] | None = None) -> None:
     """Write weights as safetensors, atomically. The model's spec goes into the metadata when it has one."""
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     meta = dict(metadata or {})
@@ -144,7 +146,8 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.P
         save_safetensors(tensors, tmp, meta, path)
 
 
-def save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: dict[str, str], target: str | os.PathLike) -> None:
+def save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: dict[str, str],
+                     target: str | os.PathLike) -> None:
     """``safetensors.torch.save_file`` to ``tmp``; a failed write (a full disk: safetensors raises its own error
     type, not OSError) becomes one line naming ``target``."""
     from safetensors import SafetensorError

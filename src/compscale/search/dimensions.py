@@ -8,10 +8,10 @@ architecture comes closest to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from compscale.compound import realized_cost
+from compscale.compound import CostMatch, realized_cost
 from compscale.errors import UserError
 from compscale.models import model_spec
 from compscale.monotone import closest_to_target
@@ -22,25 +22,15 @@ Dimension = Literal["depth", "width", "resolution", "compound"]
 SINGLE_DIMENSIONS: tuple[str, ...] = ("depth", "width", "resolution")
 
 
-@dataclass(frozen=True)
-class DimensionMatch:
+@dataclass(frozen=True, kw_only=True)
+class DimensionMatch(CostMatch):
     """A baseline scaled along one dimension by ``multiplier`` to about ``target_macs``."""
 
     dimension: str
     multiplier: float
-    spec: ModelSpec = field(repr=False)
-    macs: int
-    params: int
-    target_macs: int
-
-    @property
-    def deviation(self) -> float:
-        """Realized cost relative to the target, minus one (reported, never assumed zero)."""
-        return self.macs / self.target_macs - 1
 
     def as_dict(self) -> dict:
-        return {"dimension": self.dimension, "multiplier": self.multiplier, "macs": self.macs, "params": self.params,
-                "target_macs": self.target_macs, "deviation": self.deviation, "resolution": self.spec.resolution,
+        return {"dimension": self.dimension, "multiplier": self.multiplier, **self.cost_dict(),
                 "stages": self.spec.stage_table()}
 
 
@@ -72,4 +62,5 @@ def match_dimension(
     m, _ = closest_to_target(lambda x: realized_cost(spec_at(x)).macs, target_macs, 1.0, max_multiplier, tol)
     spec = spec_at(m)
     cost = realized_cost(spec)
-    return DimensionMatch(dimension, m, spec, cost.macs, cost.params, int(target_macs))
+    return DimensionMatch(dimension=dimension, multiplier=m, spec=spec, macs=cost.macs, params=cost.params,
+                          target_macs=int(target_macs))

@@ -1,25 +1,28 @@
 """Step 1 of the paper's method: grid-search α, β, γ at φ = 1 on the baseline, on real data.
 
-Every candidate whose *realized* φ = 1 architecture costs target ± tolerance times the baseline is trained
-with a short proxy schedule as one trial; successive halving stops the weak ones early (``exhaustive``
-trains all to the end). The best is chosen on images held out of the training set, never the test set.
-Result: ``OUT/search.json``.
+Every candidate whose *realized* φ = 1 architecture costs target ± tolerance times the baseline is one job
+of the study, trained with a short proxy schedule; successive halving stops the weak ones early
+(``exhaustive`` trains all to the end). The best is chosen on images held out of the training set, never the
+test set. Result: ``OUT/search.json``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from compscale.errors import UserError
 from compscale.io import atomic_write_text
+from compscale.jobs.planning import data_aware_base
+from compscale.jobs.queue import redact_url
+from compscale.jobs.runner import Job, JobResult, RunSettings, run_jobs
+from compscale.progress import Progress
 from compscale.search.candidates import CandidateReport, enumerate_candidates
-from compscale.search.objective import train_spec
-from compscale.search.runner import RunSettings, data_aware_base, open_run, settings_dict, spawn_workers, work
-from compscale.search.study import summarize
 from compscale.specs import ModelSpec
+
+KIND = "search"
 
 
 @dataclass(frozen=True)
@@ -32,61 +35,59 @@ class GridSettings:
     tolerance: float = 0.1
 
 
-def plan_search(settings: RunSettings, grid: GridSettings) -> tuple[ModelSpec, CandidateReport]:
+def plan_search(base: str | ModelSpec, settings: RunSettings, grid: GridSettings) -> tuple[ModelSpec, CandidateReport]:
     """The data-aware baseline and its realized candidates (an error when the grid has none)."""
-    base = data_aware_base(settings.base, settings.data, settings.resolution)
-    report = enumerate_candidates(base, grid.target, grid.tolerance, grid.alpha, grid.beta, grid.gamma, grid.step)
+    base_spec = data_aware_base(base, settings.data, settings.resolution)
+    report = enumerate_candidates(base_spec, grid.target, grid.tolerance, grid.alpha, grid.beta, grid.gamma,
+                                  grid.step)
     if not report.candidates:
         raise UserError(f"no (alpha, beta, gamma) on this grid realizes {grid.target:g} ± {grid.tolerance:g} times "
                         f"the baseline's multiply-adds ({report.grid_points} grid points, {report.nominal_feasible} "
                         "nominally feasible): widen the grid or the tolerance")
-    return base, report
+    return base_spec, report
 
 
-def run_search(
-    settings: RunSettings,
-    grid: GridSettings = GridSettings(),
-    exhaustive: bool = False,
-    argv: Sequence[str] = (),
-    on_trial: Callable[[dict[str, Any], int, int], None] | None = None,
-) -> dict[str, Any]:
+def search_jobs(report: CandidateReport, settings: RunSettings) -> list[Job]:
+    """One job per distinct candidate architecture."""
+    seeds = tuple(settings.seed + k for k in range(settings.seeds))
+    return [Job(c.spec, seeds, f"candidate-{i:03d}", {"alpha": c.alpha, "beta": c.beta, "gamma": c.gamma,
+                                                       "macs": c.macs})
+            for i, c in enumerate(report.candidates)]
+
+
+def run_search(base: str | ModelSpec, settings: RunSettings, grid: GridSettings = GridSettings(),
+               exhaustive: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Run (or resume, or join) the search; returns what ``OUT/search.json`` holds."""
     settings.validate()
-    base, report = plan_search(settings, grid)
-    fingerprint = {"kind": "search", **settings_dict(settings), "grid": grid.__dict__, "exhaustive": exhaustive,
-                   "base_spec": base.as_dict(), "candidates": [[c.alpha, c.beta, c.gamma] for c in report.candidates]}
-    study, options = open_run("search", settings, fingerprint,
-                              [{"alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "macs": c.macs}
-                               for c in report.candidates], exhaustive)
-    out = Path(settings.out)
-    extra = [] if settings.join else spawn_workers(argv, settings.workers - 1, options.study_name,
-                                                   settings.worker_threads()) if argv else []
-    total = len(report.candidates)
-
-    def evaluate(index: int, report_epoch) -> float:
-        cand = report.candidates[index]
-        result = train_spec(cand.spec, settings.data, out / "trials" / f"job-{index:03d}", settings.epochs,
-                            settings.seed, report_epoch, **settings.train_options())
-        return float(result["top1"])
-
-    def trial_done(info: dict[str, Any]) -> None:
-        if on_trial is not None:
-            done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-            on_trial(info, done, total)
-
-    work(study, total, evaluate, settings, trial_done, extra)
-    result = summarize(study, report)
-    result["study"] = {"name": options.study_name, "storage": _redacted(options.storage),
-                       "exhaustive": exhaustive, "proxy_epochs": settings.epochs}
-    result["epochs_used"] = sum(t["epochs"] for t in result["trials"])
-    result["epochs_exhaustive"] = total * settings.epochs
-    result["baseline"] = {"spec": base.as_dict(), "macs": report.base_macs}
+    base_spec, report = plan_search(base, settings, grid)
+    plan = {"grid": asdict(grid), "base_spec": base_spec.as_dict()}
+    results = run_jobs(KIND, settings, search_jobs(report, settings), plan, exhaustive, progress)
+    summary = summarize(results, report)
+    summary["study"] = {"name": settings.study_name(KIND), "storage": redact_url(settings.storage_url()),
+                        "exhaustive": exhaustive, "proxy_epochs": settings.epochs}
+    summary["epochs_used"] = sum(t["epochs"] for t in summary["trials"]) * settings.seeds
+    summary["epochs_exhaustive"] = len(report.candidates) * settings.epochs * settings.seeds
+    summary["baseline"] = {"spec": base_spec.as_dict(), "macs": report.base_macs}
     if not settings.join:
-        atomic_write_text(out / "search.json", json.dumps(result, indent=2))
-    return result
+        atomic_write_text(Path(settings.out) / "search.json", json.dumps(summary, indent=2))
+    return summary
 
 
-def _redacted(url: str) -> str:
-    from compscale.search.study import _redact
-
-    return _redact(url)
+def summarize(results: list[JobResult], report: CandidateReport) -> dict[str, Any]:
+    """``search.json``: the best (α, β, γ) and every candidate's cost, accuracy, epochs and state."""
+    trials = []
+    for r in results:
+        if r.state == "waiting":
+            continue
+        cand = report.candidates[r.index]
+        trials.append({"alpha": cand.alpha, "beta": cand.beta, "gamma": cand.gamma, "macs": cand.macs,
+                       "nominal_ratio": cand.nominal_ratio, "realized_ratio": cand.realized_ratio,
+                       "accuracy": r.accuracy, "accuracies": list(r.accuracies), "epochs": r.epochs,
+                       "state": r.state, "job": r.index})
+    complete = [t for t in trials if t["state"] == "complete" and t["accuracy"] is not None]
+    best = max(complete, key=lambda t: (t["accuracy"], -t["macs"])) if complete else None
+    return {
+        "best": None if best is None else {k: best[k] for k in ("alpha", "beta", "gamma", "accuracy")},
+        "trials": trials,
+        "candidates": report.as_dict(),
+    }

@@ -12,41 +12,34 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from compscale.compound import scale
+from compscale.compound import CostMatch, scale
 from compscale.errors import UserError
 from compscale.io import atomic_write_text
+from compscale.jobs.planning import data_aware_base
+from compscale.jobs.runner import Job, RunSettings, run_jobs
+from compscale.plots import pyplot, save_figure
+from compscale.progress import Progress
 from compscale.scaling import CompoundScaling
 from compscale.search.dimensions import SINGLE_DIMENSIONS, match_dimension
-from compscale.search.objective import train_spec
-from compscale.search.runner import RunSettings, data_aware_base, open_run, settings_dict, spawn_workers, work
-from compscale.search.study import job_results
 from compscale.specs import ModelSpec
 
+KIND = "sweep"
 STRATEGIES = ("compound",) + SINGLE_DIMENSIONS
 
 
-@dataclass(frozen=True)
-class SweepPoint:
+@dataclass(frozen=True, kw_only=True)
+class SweepPoint(CostMatch):
     """One model of the sweep: a strategy at a φ, its realized cost and how far it is from the target."""
 
     strategy: str  # "baseline", "compound", "depth", "width" or "resolution"
     phi: float
-    spec: ModelSpec
-    macs: int
-    params: int
-    target_macs: int
     multiplier: float | None = None  # the single dimension's multiplier
 
-    @property
-    def deviation(self) -> float:
-        return self.macs / self.target_macs - 1
-
     def as_dict(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "phi": self.phi, "macs": self.macs, "params": self.params,
-                "target_macs": self.target_macs, "deviation": self.deviation, "multiplier": self.multiplier,
-                "resolution": self.spec.resolution, "stages": self.spec.stage_table()}
+        return {"strategy": self.strategy, "phi": self.phi, **self.cost_dict(), "multiplier": self.multiplier,
+                "stages": self.spec.stage_table()}
 
 
 def plan_sweep(base: ModelSpec, scaling: CompoundScaling, phis: Sequence[float],
@@ -59,15 +52,18 @@ def plan_sweep(base: ModelSpec, scaling: CompoundScaling, phis: Sequence[float],
     if not phis or any(p < 0 for p in phis):
         raise UserError("give one or more phi values >= 0")
     base_cost = scale(base, 0.0, scaling)
-    points = [SweepPoint("baseline", 0.0, base, base_cost.macs, base_cost.params, base_cost.macs)]
+    points = [SweepPoint(strategy="baseline", phi=0.0, spec=base, macs=base_cost.macs, params=base_cost.params,
+                         target_macs=base_cost.macs)]
     for phi in sorted({float(p) for p in phis if p > 0}):
         compound = scale(base, phi, scaling)
         if "compound" in strategies:
-            points.append(SweepPoint("compound", phi, compound.spec, compound.macs, compound.params, compound.macs))
+            points.append(SweepPoint(strategy="compound", phi=phi, spec=compound.spec, macs=compound.macs,
+                                     params=compound.params, target_macs=compound.macs))
         for dim in SINGLE_DIMENSIONS:
             if dim in strategies:
                 m = match_dimension(base, dim, compound.macs)
-                points.append(SweepPoint(dim, phi, m.spec, m.macs, m.params, compound.macs, m.multiplier))
+                points.append(SweepPoint(strategy=dim, phi=phi, spec=m.spec, macs=m.macs, params=m.params,
+                                         target_macs=compound.macs, multiplier=m.multiplier))
     return points
 
 
@@ -126,48 +122,30 @@ def degenerate_note(alpha: float, beta: float, gamma: float) -> str | None:
     return None
 
 
-def run_sweep(
-    settings: RunSettings,
-    scaling: CompoundScaling,
-    phis: Sequence[float] = (0, 1, 2),
-    seeds: int = 2,
-    strategies: Sequence[str] = STRATEGIES,
-    argv: Sequence[str] = (),
-    on_trial: Callable[[dict[str, Any], int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Train every sweep point with ``seeds`` seeds (resumable, parallel); returns what ``sweep.json`` holds."""
+def sweep_jobs(points: list[SweepPoint], settings: RunSettings) -> list[Job]:
+    """Every sweep point × seed. Seed k of every strategy is the same seed, so the strategies are paired: they
+    see the same data order and augmentation."""
+    return [Job(p.spec, (settings.seed + k,), f"{p.strategy}-phi{p.phi:g}",
+                {"point": i, "strategy": p.strategy, "phi": p.phi, "seed": settings.seed + k})
+            for i, p in enumerate(points) for k in range(settings.seeds)]
+
+
+def run_sweep(base: str | ModelSpec, settings: RunSettings, scaling: CompoundScaling,
+              phis: Sequence[float] = (0, 1, 2), strategies: Sequence[str] = STRATEGIES,
+              progress: Progress | None = None) -> dict[str, Any]:
+    """Train every sweep point with ``settings.seeds`` seeds (resumable, parallel); returns what ``sweep.json``
+    holds."""
     settings.validate()
-    if seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {seeds}")
-    base = data_aware_base(settings.base, settings.data, settings.resolution)
-    points = plan_sweep(base, scaling, phis, strategies)
-    jobs = [(i, settings.seed + s) for i in range(len(points)) for s in range(seeds)]
-    fingerprint = {"kind": "sweep", **settings_dict(settings), "base_spec": base.as_dict(),
-                   "scaling": [scaling.alpha, scaling.beta, scaling.gamma], "phis": sorted(set(map(float, phis))),
-                   "seeds": seeds, "strategies": list(strategies)}
-    study, options = open_run("sweep", settings, fingerprint,
-                              [{"strategy": points[i].strategy, "phi": points[i].phi, "seed": seed} for i, seed in jobs],
-                              exhaustive=True)
-    out = Path(settings.out)
-    extra = [] if settings.join else spawn_workers(argv, settings.workers - 1, options.study_name,
-                                                   settings.worker_threads()) if argv else []
-
-    def evaluate(index: int, report_epoch) -> float:
-        point, seed = points[jobs[index][0]], jobs[index][1]
-        folder = out / "runs" / f"{point.strategy}-phi{point.phi:g}-seed{seed}"
-        return float(train_spec(point.spec, settings.data, folder, settings.epochs, seed, report_epoch,
-                                **settings.train_options())["top1"])
-
-    def trial_done(info: dict[str, Any]) -> None:
-        if on_trial is not None:
-            done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-            on_trial(info, done, len(jobs))
-
-    work(study, len(jobs), evaluate, settings, trial_done, extra)
+    base_spec = data_aware_base(base, settings.data, settings.resolution)
+    points = plan_sweep(base_spec, scaling, phis, strategies)
+    jobs = sweep_jobs(points, settings)
+    plan = {"base_spec": base_spec.as_dict(), "scaling": [scaling.alpha, scaling.beta, scaling.gamma],
+            "phis": sorted(set(map(float, phis))), "strategies": list(strategies)}
+    results = run_jobs(KIND, settings, jobs, plan, exhaustive=True, progress=progress)
     accuracies: dict[int, list[float]] = {}
-    for row in job_results(study):
-        if row["state"] == "complete" and row["accuracy"] is not None:
-            accuracies.setdefault(jobs[row["job"]][0], []).append(row["accuracy"])
+    for r in results:
+        if r.state == "complete":
+            accuracies.setdefault(r.job.labels["point"], []).extend(r.accuracies)
     rows = []
     for i, point in enumerate(points):
         accs = accuracies.get(i, [])
@@ -178,24 +156,18 @@ def run_sweep(
     note = degenerate_note(scaling.alpha, scaling.beta, scaling.gamma)
     if note:
         verdict["details"].append(note)
-    result = {"alpha": scaling.alpha, "beta": scaling.beta, "gamma": scaling.gamma, "phis": sorted(set(map(float, phis))),
-              "seeds": seeds, "epochs": settings.epochs, "data": settings.data, "points": rows,
-              "verdict": verdict, "study": {"name": options.study_name}}
+    result = {"alpha": scaling.alpha, "beta": scaling.beta, "gamma": scaling.gamma, "phis": plan["phis"],
+              "seeds": settings.seeds, "epochs": settings.epochs, "data": settings.data, "points": rows,
+              "verdict": verdict, "study": {"name": settings.study_name(KIND)}}
     if not settings.join:
-        atomic_write_text(out / "sweep.json", json.dumps(result, indent=2))
-        plot_sweep(result, out / "sweep.png")
+        atomic_write_text(Path(settings.out) / "sweep.json", json.dumps(result, indent=2))
+        plot_sweep(result, Path(settings.out) / "sweep.png")
     return result
 
 
 def plot_sweep(result: dict[str, Any], path: str | Path) -> None:
     """Accuracy against realized multiply-adds per strategy (the data of the paper's Figures 3 and 4)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from compscale.io import atomic_path
-
+    plt = pyplot()
     colors = {"compound": "tab:red", "depth": "tab:blue", "width": "tab:green", "resolution": "tab:orange"}
     base = next((p for p in result["points"] if p["strategy"] == "baseline"), None)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -222,6 +194,4 @@ def plot_sweep(result: dict[str, Any], path: str | Path) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -7,13 +7,12 @@ the official rounding: ``round_filters`` to the stem, every stage and the head; 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from compscale.errors import UserError
 from compscale.scaling import ScaleFactors, round_filters, round_repeats
-import math
-
 from compscale.specs.base import Complexity, ModelSpec, bn_complexity, conv_complexity, linear_complexity
 
 Padding = Literal["symmetric", "same"]
@@ -96,7 +95,8 @@ class EfficientNetSpec(ModelSpec):
                     kernel=stage.kernel,
                     stride=stage.stride,
                     out_channels=round_filters(stage.out_channels, factors.width),
-                    repeats=stage.repeats if fixed_depth else round_repeats(stage.repeats, factors.depth, depth_rounding),
+                    repeats=(stage.repeats if fixed_depth
+                             else round_repeats(stage.repeats, factors.depth, depth_rounding)),
                 )
             )
         scale_edge = self.scale_stem_head
@@ -136,7 +136,8 @@ class EfficientNetSpec(ModelSpec):
         return total + linear_complexity(self.head_channels, self.num_classes)
 
     def stage_table(self) -> list[dict[str, Any]]:
-        rows = [{"name": "stem", "op": "conv3x3", "kernel": 3, "stride": 2, "repeats": 1, "channels": self.stem_channels}]
+        rows = [{"name": "stem", "op": "conv3x3", "kernel": 3, "stride": 2, "repeats": 1,
+                 "channels": self.stem_channels}]
         for i, s in enumerate(self.stages, start=1):
             rows.append(
                 {
@@ -148,5 +149,6 @@ class EfficientNetSpec(ModelSpec):
                     "channels": s.out_channels,
                 }
             )
-        rows.append({"name": "head", "op": "conv1x1", "kernel": 1, "stride": 1, "repeats": 1, "channels": self.head_channels})
+        rows.append({"name": "head", "op": "conv1x1", "kernel": 1, "stride": 1, "repeats": 1,
+                     "channels": self.head_channels})
         return rows

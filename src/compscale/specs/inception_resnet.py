@@ -134,7 +134,8 @@ class InceptionResNetV2Spec(ModelSpec):
 
     def scaled(self, factors: ScaleFactors, depth_rounding: str = "ceil") -> "InceptionResNetV2Spec":
         """Scale this baseline: every branch width, the stem and the head by w (``round_filters``), the
-        repeats of blocks A, B, C by d (``round_repeats``), the side by r (never below the stem's minimum: 75 pixels, or 13 with the CIFAR stem)."""
+        repeats of blocks A, B, C by d (``round_repeats``), the side by r (never below the stem's minimum: 75
+        pixels, or 13 with the CIFAR stem)."""
 
         def widen(branches: Branches) -> Branches:
             return tuple(tuple(round_filters(c, factors.width) for c in b) for b in branches)

@@ -38,7 +38,8 @@ class _CellNetSpec(ModelSpec):
         positive_int("penultimate_filters", self.penultimate_filters)
         positive_int("stem_channels", self.stem_channels)
         if self.penultimate_filters % self._divisor:
-            raise UserError(f"penultimate_filters must be a multiple of {self._divisor}, got {self.penultimate_filters}")
+            raise UserError(f"penultimate_filters must be a multiple of {self._divisor},"
+                            f" got {self.penultimate_filters}")
 
     @property
     def filters(self) -> int:

@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from compscale.errors import UserError
+from compscale.jobs.planning import data_info, for_data
+from compscale.jobs.runner import RunSettings, run_jobs
+from compscale.monotone import closest_to_target
+from compscale.plots import pyplot, save_figure
+from compscale.progress import Progress
 from compscale.specs.resnet import ResNetSpec, ResNetStage
-from compscale.studies.common import (
-    MATCH_TOLERANCE, Progress, StudySettings, attach_accuracy, closest, data_info, fmt_band, fmt_dev, fmt_k, fmt_m,
-    for_data, macs_of, make_jobs, markdown_table, match_record, pyplot, run_jobs, save_figure, separated, write_json,
-)
+from compscale.studies.common import MATCH_TOLERANCE, attach_accuracy, macs_of, match_record, model_jobs, separated
+from compscale.studies.report import fmt_band, fmt_dev, fmt_k, fmt_m, markdown_table, write_study
 
 KIND = "cardinality"
 BASE_MODEL = "resnext_tiny"
@@ -41,17 +44,16 @@ def _describe(spec: ResNetSpec) -> dict[str, Any]:
 
 
 def _scan(base: ResNetSpec, field: str, target: float, max_factor: int) -> ResNetSpec:
-    """Raise the integer ``field`` one step at a time (cost never decreases with it) until the realized
-    cost passes ``target``; the closer of the last model under and the first over it wins."""
+    """The integer ``field`` (cost never decreases with it) whose realized cost is closest to ``target``."""
     start = getattr(base, field)
-    previous = None
-    for value in range(start, start * max_factor + 1):
-        spec = base.replace(**{field: value})
-        if macs_of(spec) >= target:
-            pair = [(value, spec)] if previous is None else [previous, (value, spec)]
-            return closest(pair, target)[1]
-        previous = (value, spec)
-    raise UserError(f"raising {field} {max_factor}x does not reach {target:,.0f} multiply-adds")
+
+    def at(value: float) -> ResNetSpec:
+        return base.replace(**{field: int(value)})
+
+    if macs_of(at(start * max_factor)) < target:
+        raise UserError(f"raising {field} {max_factor}x does not reach {target:,.0f} multiply-adds")
+    value, _ = closest_to_target(lambda v: macs_of(at(v)), target, start, start * max_factor, integer=True)
+    return at(value)
 
 
 def match_cardinality(base: ResNetSpec, target: float, max_factor: int = 16) -> ResNetSpec:
@@ -93,14 +95,14 @@ def match_depth(base: ResNetSpec, target: float, max_extra: int = 8) -> ResNetSp
     return base.replace(stages=stages)
 
 
-def plan(settings: StudySettings, budget: float = 2.0, base: str | ResNetSpec = BASE_MODEL) -> dict[str, Any]:
+def plan(settings: RunSettings, budget: float = 2.0, base: str | ResNetSpec = BASE_MODEL) -> dict[str, Any]:
     """The baseline and its three variants at ``budget`` × its realized cost, each with its cost and
     deviation from the target (no training)."""
     from compscale.models import model_spec
 
     if not budget > 1.0:
         raise UserError(f"--budget must be more than 1 (a multiple of the baseline's cost), got {budget}")
-    info = data_info(settings)
+    info = data_info(settings.data, settings.resolution, settings.limit_train, settings.limit_test)
     spec = for_data(model_spec(base), info, settings.resolution)
     if not isinstance(spec, ResNetSpec):
         raise UserError(f"the cardinality study needs a ResNeXt baseline, got a {spec.family} model")
@@ -114,7 +116,7 @@ def plan(settings: StudySettings, budget: float = 2.0, base: str | ResNetSpec = 
             "models": models}
 
 
-def run(settings: StudySettings, budget: float = 2.0, base: str | ResNetSpec = BASE_MODEL,
+def run(settings: RunSettings, budget: float = 2.0, base: str | ResNetSpec = BASE_MODEL,
         progress: Progress | None = None) -> dict[str, Any]:
     """Plan, train every model × seed through the job queue, and write ``cardinality.json``,
     ``cardinality.png`` and ``section.md`` into ``settings.out``; returns the JSON payload."""
@@ -122,9 +124,8 @@ def run(settings: StudySettings, budget: float = 2.0, base: str | ResNetSpec = B
     out = Path(settings.out)
     planned = plan(settings, budget, base)
     models = planned["models"]
-    jobs = make_jobs(models, settings.seeds)
-    results = run_jobs(KIND, settings, jobs, {"kind": KIND, "budget": budget}, progress)
-    attach_accuracy(models, jobs, results, out)
+    results = run_jobs(KIND, settings, model_jobs(models, settings), {"budget": budget}, progress=progress)
+    attach_accuracy(models, results, out)
     variants = [m for m in models if m["dimension"] != "baseline"]
     ranked = sorted(variants, key=lambda m: -m["accuracy"]["mean"])
     payload = {
@@ -141,10 +142,7 @@ def run(settings: StudySettings, budget: float = 2.0, base: str | ResNetSpec = B
         "winner_separated": separated(ranked[0]["accuracy"], ranked[1]["accuracy"]),
         "seconds": time.perf_counter() - t0,
     }
-    write_json(out / "cardinality.json", payload)
-    _plot(payload, out / "cardinality.png")
-    (out / "section.md").write_text(section(payload))
-    return payload
+    return write_study(out, KIND, payload, _plot, section)
 
 
 def _plot(payload: dict[str, Any], path: Path) -> None:
@@ -158,7 +156,8 @@ def _plot(payload: dict[str, Any], path: Path) -> None:
                     color=colors.get(m["dimension"], "k"), label=f"{m['dimension']} ({m['label']})")
         ax.scatter([x] * len(a["values"]), [100 * v for v in a["values"]], s=10, color=colors.get(m["dimension"], "k"),
                    alpha=0.4)
-    ax.axvspan(payload["target_macs"] * (1 - MATCH_TOLERANCE) / 1e6, payload["target_macs"] * (1 + MATCH_TOLERANCE) / 1e6,
+    ax.axvspan(payload["target_macs"] * (1 - MATCH_TOLERANCE) / 1e6,
+               payload["target_macs"] * (1 + MATCH_TOLERANCE) / 1e6,
                color="0.9", zorder=0, label=f"target ±{100 * MATCH_TOLERANCE:.0f}%")
     ax.set_xlabel("multiply-adds per image (M, realized)")
     ax.set_ylabel("top-1 accuracy (%): mean ± std over seeds")
@@ -194,8 +193,10 @@ def section(payload: dict[str, Any]) -> str:
         "",
         f"Baseline `resnext_tiny` ({payload['models'][0]['label']}, {payload['base_macs'] / 1e6:.2f}M MACs) and "
         f"three ways to spend {payload['budget']:g}× its cost (target {payload['target_macs'] / 1e6:.2f}M MACs, "
-        f"every variant within ±{100 * payload['tolerance']:.0f}%: {'yes' if payload['all_within_tolerance'] else 'NO'}). "
-        f"Data `{s['data']}` at {s['resolution']} px{', ' + ', '.join(limits) if limits else ''}; {s['epochs']} epochs, "
+        f"every variant within ±{100 * payload['tolerance']:.0f}%: "
+        f"{'yes' if payload['all_within_tolerance'] else 'NO'}). "
+        f"Data `{s['data']}` at {s['resolution']} px{', ' + ', '.join(limits) if limits else ''}; "
+        f"{s['epochs']} epochs, "
         f"{s['seeds']} seeds per model, {s['optimizer']} lr {s['lr']:g} {s['schedule']}.",
         "",
         markdown_table(payload["models"], COLUMNS),

@@ -23,12 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from compscale.errors import UserError
+from compscale.jobs.planning import data_info, for_data
+from compscale.jobs.runner import RunSettings, run_jobs
+from compscale.monotone import boundary, grow_bracket
+from compscale.plots import pyplot, save_figure
+from compscale.progress import Progress, report
 from compscale.scaling import PAPER_ALPHA, PAPER_BETA, ScaleFactors
 from compscale.specs import EfficientNetSpec, MBConvStage, ModelSpec
 from compscale.studies.common import (
-    MATCH_TOLERANCE, Progress, StudySettings, attach_accuracy, closest, data_info, fmt_band, fmt_dev, fmt_k, fmt_m,
-    for_data, macs_of, make_jobs, markdown_table, match_record, pyplot, run_jobs, save_figure, separated, write_json,
+    MATCH_TOLERANCE,
+    attach_accuracy,
+    closest,
+    macs_of,
+    match_record,
+    model_jobs,
+    separated,
 )
+from compscale.studies.report import fmt_band, fmt_dev, fmt_k, fmt_m, markdown_table, write_study
 
 KIND = "families"
 REFERENCE = "resnext_tiny"
@@ -57,25 +68,17 @@ def _scaled(base: ModelSpec, depth: float, width: float) -> ModelSpec:
 
 def _bracket(make, start: float, step: float, low: float, high: float, target: float,
              iterations: int = 24) -> list[tuple[float, ModelSpec]]:
-    """Bisection on a multiplier m whose realized cost never decreases: the last model under ``target``
-    and the first over it (or the end of [low, high] that is closest). The bracket grows from ``start`` by
-    ``step`` so that no huge model is ever built just to bound the search."""
-    lo = hi = start
-    while macs_of(make(lo)) >= target and lo > low:
-        lo = max(low, lo - step)
-    if macs_of(make(lo)) >= target:
+    """The last model under ``target`` and the first over it, for a multiplier m whose realized cost never
+    decreases (or the end of [low, high] that is closest). The bracket grows from ``start`` by ``step`` so that
+    no huge model is ever built just to bound the search."""
+
+    def under(m: float) -> bool:
+        return macs_of(make(m)) < target
+
+    lo, hi = grow_bracket(under, start, step, low, high)
+    if lo == hi:
         return [(lo, make(lo))]
-    while macs_of(make(hi)) < target and hi < high:
-        hi = min(high, hi + step)
-    if macs_of(make(hi)) < target:
-        return [(hi, make(hi))]
-    lo = max(lo, hi - step) if macs_of(make(max(lo, hi - step))) < target else lo
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        if macs_of(make(mid)) < target:
-            lo = mid
-        else:
-            hi = mid
+    lo, hi = boundary(under, lo, hi, tol=(hi - lo) / 2**iterations)
     return [(lo, make(lo)), (hi, make(hi))]
 
 
@@ -116,12 +119,12 @@ def match_cost(base: ModelSpec, target: float) -> tuple[ModelSpec, dict[str, Any
     return spec, {"rule": rule, "phi": phi if rule == "compound" else None, "depth": d, "width": w}
 
 
-def plan(settings: StudySettings, levels: tuple[float, ...] = (1.0, 2.0)) -> dict[str, Any]:
+def plan(settings: RunSettings, levels: tuple[float, ...] = (1.0, 2.0)) -> dict[str, Any]:
     """Every family at every cost level: the matched specs with their costs and deviations (no training)."""
     if not levels or any(not (lv > 0) for lv in levels):
         raise UserError(f"--levels must be positive multiples of the reference cost, got {levels}")
     levels = tuple(sorted(set(levels)))
-    info = data_info(settings)
+    info = data_info(settings.data, settings.resolution, settings.limit_train, settings.limit_test)
     bases = {f: for_data(s, info, settings.resolution) for f, s in family_bases().items()}
     reference = macs_of(bases["resnext"])
     models = []
@@ -161,20 +164,19 @@ def measure_latency(models: list[dict[str, Any]], repeats: int, threads: int = 1
     return None
 
 
-def run(settings: StudySettings, levels: tuple[float, ...] = (1.0, 2.0), progress: Progress | None = None
-        ) -> dict[str, Any]:
+def run(settings: RunSettings, levels: tuple[float, ...] = (1.0, 2.0), progress: Progress | None = None,
+        latency_repeats: int = 20) -> dict[str, Any]:
     """Plan, train every model × seed through the job queue, time each model, and write ``families.json``,
     ``families.png`` and ``section.md`` into ``settings.out``; returns the JSON payload."""
     t0 = time.perf_counter()
     out = Path(settings.out)
     planned = plan(settings, levels)
     models = planned["models"]
-    jobs = make_jobs(models, settings.seeds)
-    results = run_jobs(KIND, settings, jobs, {"kind": KIND, "levels": planned["levels"]}, progress)
-    attach_accuracy(models, jobs, results, out)
-    if progress:
-        progress("latency", {"models": len(models)})
-    measure_latency(models, settings.latency_repeats)
+    results = run_jobs(KIND, settings, model_jobs(models, settings), {"levels": planned["levels"]},
+                       progress=progress)
+    attach_accuracy(models, results, out)
+    report(progress, "stage", f"timing {len(models)} models (batch 1, one thread)")
+    measure_latency(models, latency_repeats)
     comparison = []
     for k, level in enumerate(planned["levels"], start=1):
         at = {m["family"]: m for m in models if m["level_index"] == k}
@@ -194,10 +196,7 @@ def run(settings: StudySettings, levels: tuple[float, ...] = (1.0, 2.0), progres
         "comparison": comparison,
         "seconds": time.perf_counter() - t0,
     }
-    write_json(out / "families.json", payload)
-    _plot(payload, out / "families.png")
-    (out / "section.md").write_text(section(payload))
-    return payload
+    return write_study(out, KIND, payload, _plot, section)
 
 
 def _plot(payload: dict[str, Any], path: Path) -> None:

@@ -13,10 +13,9 @@ _EXPORTS = {
     "TrainConfig": "compscale.train.config",
     "load_config": "compscale.train.config",
     "train": "compscale.train.loop",
-    "evaluate": "compscale.train.loop",
-    "eval_model": "compscale.train.loop",
-    "EvalResult": "compscale.train.loop",
-    "TrainCallback": "compscale.train.loop",
+    "evaluate": "compscale.train.evaluate",
+    "eval_model": "compscale.train.evaluate",
+    "EvalResult": "compscale.train.evaluate",
     "RMSpropTF": "compscale.train.optim",
     "ModelEma": "compscale.train.ema",
 }

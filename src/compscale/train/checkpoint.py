@@ -66,7 +66,8 @@ def save_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.opti
     with atomic_path(path) as tmp:
         save_safetensors(tensors, tmp, metadata, path)
         if os.environ.get(PAUSE_SAVE_ENV) == str(meta.get("global_step")):
-            print(f"compscale: paused writing the checkpoint of step {meta.get('global_step')}", file=sys.stderr, flush=True)
+            print(f"compscale: paused writing the checkpoint of step {meta.get('global_step')}", file=sys.stderr,
+                  flush=True)
             time.sleep(3600)
 
 
@@ -140,6 +141,21 @@ def spec_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
         if saved.get(key) != current.get(key):
             return key
     return None
+
+
+def check_weights_spec(path: str | Path, saved: dict[str, Any] | None, current: dict[str, Any], name: str) -> None:
+    """One line when a file records a different architecture than ``name`` (same shapes are not enough:
+    e.g. SAME vs symmetric padding)."""
+    if saved is None:
+        return
+    field = spec_mismatch(saved, current)
+    if field is not None:
+        def short(v: Any) -> str:
+            text = json.dumps(v)
+            return text if len(text) <= 40 else text[:37] + "..."
+
+        raise UserError(f"{path} holds weights of another model than {name} ({field}: {short(saved.get(field))} "
+                        f"there, {short(current.get(field))} here)")
 
 
 def read_weights_spec(path: str | Path) -> dict[str, Any] | None:

@@ -145,7 +145,8 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
 _HINTS: dict[str, Any] | None = None
 
 
-def config_from_mapping(data: Mapping[str, Any], base: TrainConfig | None = None, source: str = "config") -> TrainConfig:
+def config_from_mapping(data: Mapping[str, Any], base: TrainConfig | None = None,
+                        source: str = "config") -> TrainConfig:
     """``base`` (default: defaults) updated from ``data``; unknown keys and wrong types are one-line errors."""
     global _HINTS
     if _HINTS is None:

@@ -1,9 +1,11 @@
-"""The training and evaluation loops: one process or a torchrun job, resumable bit for bit.
+"""The training loop: one process or a torchrun job, resumable bit for bit.
 
 :func:`train` runs a :class:`~compscale.train.config.TrainConfig` end to end and leaves in ``cfg.out``:
 ``model.safetensors`` (final weights; the EMA weights when EMA is on), ``config.yaml`` (the resolved
 config), ``metrics.jsonl`` (one record per epoch), ``metrics.png`` and ``checkpoint.safetensors`` (the
-resume state). Progress goes through a :class:`TrainCallback`; the library itself never prints.
+resume state). Progress goes to a :data:`~compscale.progress.Progress` callable as events ``train_start``,
+``epoch_start``, ``step`` and ``epoch_end``; the library itself never prints. Evaluation lives in
+:mod:`compscale.train.evaluate`.
 
 Bit-for-bit resumption (``deterministic=True``) rests on three facts: the checkpoint holds every tensor of
 the state (:mod:`compscale.train.checkpoint`), the data order is a function of (seed, epoch)
@@ -17,7 +19,6 @@ import json
 import os
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,30 @@ import torch
 from torch import nn
 
 from compscale.data import BatchPreparer, DataBundle, collate, load_dataset
-from compscale.errors import UserError, first_line
-from compscale.io import atomic_path, atomic_write_text
+from compscale.errors import UserError
+from compscale.io import atomic_write_text
 from compscale.models.registry import model_spec
+from compscale.progress import Progress, report, silent
 from compscale.specs import is_spec_file
-from compscale.train.checkpoint import (CHECKPOINT_NAME, load_checkpoint, read_weights_spec,
-                                        remove_stale_temporaries, save_checkpoint, spec_mismatch)
+from compscale.train.checkpoint import (
+    CHECKPOINT_NAME,
+    check_weights_spec,
+    load_checkpoint,
+    read_weights_spec,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from compscale.train.config import TrainConfig
-from compscale.train.distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, derive_seed,
-                                         init_distributed, shutdown)
+from compscale.train.distributed import (
+    DistInfo,
+    GlobalBatchSampler,
+    all_reduce_sum,
+    derive_seed,
+    init_distributed,
+    shutdown,
+)
 from compscale.train.ema import ModelEma
+from compscale.train.evaluate import EvalResult, autocast, eval_loader, evaluate
 from compscale.train.optim import build_optimizer, lr_factor, param_groups, set_lr
 
 #: Test hook: after this global step (and its checkpoint, if any) the run announces itself on stderr and
@@ -44,78 +59,6 @@ PAUSE_ENV = "COMPSCALE_TEST_PAUSE_AT_STEP"
 #: Config keys that fix the data order and the optimisation: a resumed run must keep them.
 RESUME_KEYS = ("model", "data", "batch_size", "seed", "limit_train", "holdout", "augment", "optimizer", "resolution",
                "weights")
-
-
-class TrainCallback:
-    """Hooks for progress reporting (the CLI draws progress bars with them). All no-ops here."""
-
-    def on_start(self, info: dict[str, Any]) -> None: ...
-
-    def on_epoch_start(self, epoch: int, epochs: int, steps: int, start_step: int) -> None: ...
-
-    def on_step(self, step: int, loss: torch.Tensor, lr: float) -> None: ...
-
-    def on_epoch_end(self, record: dict[str, Any]) -> None: ...
-
-
-# --- evaluation ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class EvalResult:
-    """Top-1/top-5 accuracy (fractions), mean loss, and the confusion matrix (rows: true, columns: predicted)."""
-
-    loss: float
-    top1: float
-    top5: float
-    count: int
-    confusion: torch.Tensor
-
-    @property
-    def per_class(self) -> list[float | None]:
-        totals = self.confusion.sum(1)
-        return [None if t == 0 else float(self.confusion[i, i] / t) for i, t in enumerate(totals.tolist())]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"loss": self.loss, "top1": self.top1, "top5": self.top5, "count": self.count}
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, prep: BatchPreparer, num_classes: int,
-             info: DistInfo = DistInfo(), amp_dtype: torch.dtype | None = None) -> EvalResult:
-    """Accuracy of ``model`` over ``loader`` (each process its shard; sums are combined across processes)."""
-    model.eval()
-    device = prep.device
-    k = min(5, num_classes)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct5 = torch.zeros((), dtype=torch.int64, device=device)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
-    for x, y in loader:
-        x, y = prep(x), y.to(device)
-        with _autocast(device, amp_dtype):
-            logits = model(x)
-        logits = logits.float()
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
-        topk = logits.topk(k, dim=1).indices
-        correct5 += (topk == y[:, None]).any(1).sum()
-        confusion += torch.bincount(y * num_classes + topk[:, 0], minlength=num_classes * num_classes)
-    for t in (loss_sum, correct5, confusion):
-        all_reduce_sum(t, info)
-    confusion = confusion.view(num_classes, num_classes).cpu()
-    count = int(confusion.sum())
-    if count == 0:
-        raise UserError("the evaluation set is empty")
-    return EvalResult(float(loss_sum) / count, float(confusion.trace()) / count, int(correct5) / count, count, confusion)
-
-
-def eval_loader(dataset: torch.utils.data.Dataset, batch_size: int, info: DistInfo, workers: int = 0):
-    """Process r evaluates samples r, r+N, r+2N, …: every sample exactly once (no padding)."""
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=range(info.rank, len(dataset), info.world_size),
-                                       num_workers=workers, collate_fn=collate, pin_memory=info.device.type == "cuda")
 
 
 # --- building the model ----------------------------------------------------------------------------------
@@ -145,28 +88,14 @@ def build_for_data(cfg: TrainConfig, data: DataBundle) -> nn.Module:
     return model
 
 
-def check_weights_spec(path: str | Path, saved: dict[str, Any] | None, current: dict[str, Any], name: str) -> None:
-    """One line when a file records a different architecture than ``name`` (same shapes are not enough:
-    e.g. SAME vs symmetric padding)."""
-    if saved is None:
-        return
-    field = spec_mismatch(saved, current)
-    if field is not None:
-        def short(v: Any) -> str:
-            text = json.dumps(v)
-            return text if len(text) <= 40 else text[:37] + "..."
-
-        raise UserError(f"{path} holds weights of another model than {name} ({field}: {short(saved.get(field))} "
-                        f"there, {short(current.get(field))} here)")
-
-
 # --- training --------------------------------------------------------------------------------------------
 
 
 def train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-               criterion: nn.Module, scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+               criterion: nn.Module, scaler: torch.amp.GradScaler,
+               amp_dtype: torch.dtype | None = None) -> torch.Tensor:
     """One optimisation step (forward under autocast, scaled backward, optimizer step); returns the loss."""
-    with _autocast(x.device, amp_dtype):
+    with autocast(x.device, amp_dtype):
         loss = criterion(net(x), y)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -175,8 +104,14 @@ def train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torc
     return loss.detach()
 
 
-def train(cfg: TrainConfig, resume: bool = False, callback: TrainCallback | None = None) -> dict[str, Any]:
-    """Run ``cfg`` (resuming from ``cfg.out`` when asked and a checkpoint is there); the final metrics."""
+def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Run ``cfg`` (resuming from ``cfg.out`` when asked and a checkpoint is there); the final metrics.
+
+    ``progress`` receives ``train_start`` (``info``: the run's data, model and device), ``epoch_start``
+    (``done``/``total``: the step it starts at / steps per epoch; ``info``: ``epoch``, ``epochs``), ``step``
+    (``done``/``total``: steps into the epoch; ``info``: ``loss``, a tensor, and ``lr``) and ``epoch_end``
+    (``done``/``total``: epochs; ``info``: the epoch's record, as written to ``metrics.jsonl``).
+    """
     cfg.validate()
     if cfg.deterministic:
         # cuBLAS needs this before its first use to be deterministic.
@@ -185,7 +120,7 @@ def train(cfg: TrainConfig, resume: bool = False, callback: TrainCallback | None
     # Process-wide settings a run changes (threads, deterministic kernels) are put back afterwards.
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     try:
-        return _Run(cfg, info, resume, callback or TrainCallback()).run()
+        return _Run(cfg, info, resume, progress or silent).run()
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1])
@@ -193,27 +128,62 @@ def train(cfg: TrainConfig, resume: bool = False, callback: TrainCallback | None
         shutdown(info)
 
 
-class _Run:
-    def __init__(self, cfg: TrainConfig, info: DistInfo, resume: bool, cb: TrainCallback) -> None:
-        self.info, self.cb = info, cb
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        if cfg.deterministic:
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
-        elif info.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        self.cfg = cfg = cfg.resolved(model_spec(cfg.model).resolution)
-        self.out = Path(cfg.out)
-        self.device = info.device
-        self.data = load_dataset(cfg.data, cfg.resolution, cfg.augment, cfg.limit_train, cfg.limit_test, cfg.holdout)
-        self.cfg = cfg = replace(cfg, augment=self.data.augment)
+def _set_kernels(cfg: TrainConfig, device: torch.device) -> None:
+    """The process-wide settings of a run: CPU threads, and deterministic kernels or cuDNN's autotuner."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
+
+@dataclass
+class _Epoch:
+    """One epoch in progress: where it started, and its training loss so far (this process's share)."""
+
+    index: int
+    start: int  # the step it starts at (> 0 when resumed mid-epoch)
+    lr: float
+    loss_sum: torch.Tensor
+    seen: int
+    seconds: float = 0.0  # time spent training (not evaluating)
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, info: DistInfo, resume: bool, progress: Progress) -> None:
+        self.info, self.progress, self.device = info, progress, info.device
+        _set_kernels(cfg, info.device)
+        cfg = cfg.resolved(model_spec(cfg.model).resolution)
+        self.out = Path(cfg.out)
+        self.data = load_dataset(cfg.data, cfg.resolution, cfg.augment, cfg.limit_train, cfg.limit_test, cfg.holdout)
+        self.cfg = replace(cfg, augment=self.data.augment)
+        self._build_model()
+        self._build_optimisation()
+        self._build_loaders()
+        self.start_epoch, self.start_step, self.history = 0, 0, []
+        self.resumed_loss: tuple[float, int] = (0.0, 0)
+        self.epoch: _Epoch | None = None
+        if resume:
+            self._resume()
+        self.frozen: bool | None = None
+        self.net: nn.Module = self.model
+
+    # -- building ---------------------------------------------------------------------------------------
+
+    def _build_model(self) -> None:
+        """The model (seeded initial weights, or the pretrained ones) and, when fine-tuning, its new head."""
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)  # the initial weights
         self.model = build_for_data(cfg, self.data).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.head = self.model.get_classifier() if cfg.weights is not None else None
+
+    def _build_optimisation(self) -> None:
+        """The optimizer, the EMA of the weights, mixed precision and its loss scaler, and the loss."""
+        cfg = self.cfg
         head_scale = (cfg.head_lr / cfg.lr) if (cfg.head_lr and self.head is not None) else 1.0
         self.optimizer = build_optimizer(cfg, param_groups(self.model, cfg.weight_decay, self.head, head_scale))
         self.ema = ModelEma(self.model, cfg.ema) if cfg.ema > 0 else None
@@ -223,8 +193,11 @@ class _Run:
             self.amp_dtype = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.prep = BatchPreparer(self.data, cfg.resolution, self.model.spec.in_chans, self.device, cfg.channels_last)
 
+    def _build_loaders(self) -> None:
+        """Batch preparation, the training order (a function of seed and epoch) and both data loaders."""
+        cfg, info = self.cfg, self.info
+        self.prep = BatchPreparer(self.data, cfg.resolution, self.model.spec.in_chans, self.device, cfg.channels_last)
         self.sampler = GlobalBatchSampler(len(self.data.train), cfg.batch_size, info, cfg.seed,
                                           augment=self.data.augment != "none")
         self.train_loader = torch.utils.data.DataLoader(
@@ -232,14 +205,6 @@ class _Run:
             collate_fn=collate, pin_memory=self.device.type == "cuda", generator=torch.Generator())
         self.test_loader = eval_loader(self.data.test, cfg.eval_batch_size, info, cfg.workers)
         self.steps_per_epoch = self.sampler.steps_per_epoch
-
-        self.start_epoch, self.start_step, self.history = 0, 0, []
-        self.resumed_loss: tuple[float, int] = (0.0, 0)
-        self.epoch_loss: tuple[torch.Tensor | float, int] = (0.0, 0)
-        if resume:
-            self._resume()
-        self.frozen: bool | None = None
-        self.net: nn.Module = self.model
 
     # -- state ------------------------------------------------------------------------------------------
 
@@ -274,11 +239,12 @@ class _Run:
     def _save(self, epoch: int, step_in_epoch: int) -> None:
         if not self.info.is_main:
             return
-        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": epoch * self.steps_per_epoch + step_in_epoch,
+        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch,
+                "global_step": epoch * self.steps_per_epoch + step_in_epoch,
                 "config": self.cfg.as_dict(), "history": self.history, "spec": self.model.spec.as_dict(),
                 "ema_updates": self.ema.updates if self.ema else 0,
                 # This process's share of the epoch's training loss so far (for the epoch's mean on resume).
-                "epoch_loss": [float(self.epoch_loss[0]), self.epoch_loss[1]] if step_in_epoch else [0.0, 0]}
+                "epoch_loss": [float(self.epoch.loss_sum), self.epoch.seen] if step_in_epoch else [0.0, 0]}
         save_checkpoint(self.out / CHECKPOINT_NAME, model=self.model, optimizer=self.optimizer,
                         ema=self.ema.module if self.ema else None, scaler=self.scaler, meta=meta)
         self.last_save = time.monotonic()
@@ -310,66 +276,107 @@ class _Run:
     # -- the loop ---------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        cfg, info = self.cfg, self.info
-        if info.is_main:
-            atomic_write_text(self.out / "config.yaml", cfg.to_yaml())
-        self.cb.on_start({"model": cfg.model, "data": self.data.name, "train": len(self.data.train),
-                          "test": len(self.data.test), "classes": self.data.num_classes,
-                          "channels": self.data.channels, "notes": self.data.notes, "resumed_epoch": self.start_epoch,
-                          "resumed_step": self.start_step, "world_size": info.world_size, "device": str(self.device),
-                          "resolution": cfg.resolution, "lr": cfg.lr, "steps_per_epoch": self.steps_per_epoch})
-        pause_at = int(os.environ.get(PAUSE_ENV, "-1"))
+        """Announce the run, train and evaluate every epoch still to do, then save the final weights."""
+        self._announce()
+        self.pause_at = int(os.environ.get(PAUSE_ENV, "-1"))
         self.last_save = time.monotonic()
-        spe = self.steps_per_epoch
-        for epoch in range(self.start_epoch, cfg.epochs):
-            frozen = self.head is not None and (cfg.freeze_backbone or
-                                                (cfg.unfreeze_after is not None and epoch < cfg.unfreeze_after))
-            self._set_frozen(frozen)
-            self._train_mode()
-            start = self.start_step if epoch == self.start_epoch else 0
-            self.sampler.set_epoch(epoch, start)
-            self.cb.on_epoch_start(epoch, cfg.epochs, spe, start)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-            seen, lr, t0 = 0, cfg.lr, time.perf_counter()
-            if start > 0:  # the part of this epoch's training loss summed before the checkpoint
-                loss_sum += self.resumed_loss[0]
-                seen = self.resumed_loss[1]
-            self.epoch_loss = (loss_sum, 0)
-            for i, (x, y) in enumerate(self.train_loader, start=start):
-                step = epoch * spe + i
-                torch.manual_seed(derive_seed(cfg.seed, info.rank, step))  # dropout / stochastic depth
-                lr = set_lr(self.optimizer, cfg.lr, lr_factor(step, spe, cfg))
-                loss = self._step(self.prep(x), y.to(self.device, non_blocking=True))
-                loss_sum += loss.detach().double() * len(y)
-                seen += len(y)
-                self.epoch_loss = (loss_sum, seen)
-                self.cb.on_step(i + 1, loss.detach(), lr)
-                if i + 1 < spe and ((cfg.checkpoint_steps and (step + 1) % cfg.checkpoint_steps == 0)
-                                    or time.monotonic() - self.last_save > 60 * cfg.checkpoint_minutes):
-                    self._save(epoch, i + 1)
-                if step == pause_at:
-                    print(f"compscale: paused at step {step}", file=sys.stderr, flush=True)
-                    time.sleep(3600)
-            train_time = time.perf_counter() - t0
-            totals = all_reduce_sum(torch.tensor([float(loss_sum), seen], dtype=torch.float64, device=self.device), info)
-            self._sync_buffers()
-            evaluated = self.ema.module if self.ema else self.model
-            if cfg.precise_bn:
-                self._precise_bn(evaluated)
-            result = evaluate(evaluated, self.test_loader, self.prep, self.data.num_classes, info, self.amp_dtype)
-            record = {"epoch": epoch + 1, "step": (epoch + 1) * spe, "lr": lr,
-                      "train_loss": float(totals[0] / max(1.0, float(totals[1]))), "loss": result.loss,
-                      "top1": result.top1, "top5": result.top5,
-                      "img_s": float(totals[1]) / train_time if train_time > 0 else None,
-                      "epoch_time_s": train_time, "ema": self.ema is not None}
-            if start > 0:
-                record["resumed_at_step"] = start
-            self.history.append(record)
-            if info.is_main:
-                atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
-            self._save(epoch + 1, 0)
-            self.cb.on_epoch_end(record)
+        for index in range(self.start_epoch, self.cfg.epochs):
+            self._run_epoch(index)
         return self._finish()
+
+    def _announce(self) -> None:
+        """Write the resolved config and report what is about to be trained, on what, from where."""
+        cfg, data = self.cfg, self.data
+        if self.info.is_main:
+            atomic_write_text(self.out / "config.yaml", cfg.to_yaml())
+        report(self.progress, "train_start", f"training {cfg.model} on {data.name}", self.start_epoch, cfg.epochs,
+               model=cfg.model, data=data.name, train=len(data.train), test=len(data.test), classes=data.num_classes,
+               channels=data.channels, notes=data.notes, resumed_epoch=self.start_epoch,
+               resumed_step=self.start_step, world_size=self.info.world_size, device=str(self.device),
+               resolution=cfg.resolution, lr=cfg.lr, steps_per_epoch=self.steps_per_epoch)
+
+    def _run_epoch(self, index: int) -> None:
+        """One epoch: train its (remaining) steps, evaluate, record the metrics and checkpoint."""
+        epoch = self._begin_epoch(index)
+        self._train_steps(epoch)
+        totals = all_reduce_sum(torch.tensor([float(epoch.loss_sum), epoch.seen], dtype=torch.float64,
+                                             device=self.device), self.info)
+        result = self._evaluate_epoch()
+        self._record(self._epoch_record(epoch, totals, result))
+
+    def _begin_epoch(self, index: int) -> _Epoch:
+        """Freeze or unfreeze the backbone, set the epoch's data order, and pick up a resumed epoch's loss."""
+        cfg = self.cfg
+        self._set_frozen(self.head is not None and (cfg.freeze_backbone or
+                                                    (cfg.unfreeze_after is not None and index < cfg.unfreeze_after)))
+        self._train_mode()
+        start = self.start_step if index == self.start_epoch else 0
+        self.sampler.set_epoch(index, start)
+        report(self.progress, "epoch_start", done=start, total=self.steps_per_epoch, epoch=index, epochs=cfg.epochs)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen = 0
+        if start > 0:  # the part of this epoch's training loss summed before the checkpoint
+            loss_sum += self.resumed_loss[0]
+            seen = self.resumed_loss[1]
+        self.epoch = _Epoch(index, start, cfg.lr, loss_sum, seen)
+        return self.epoch
+
+    def _train_steps(self, epoch: _Epoch) -> None:
+        """The epoch's optimisation steps, each with its own seed and learning rate, checkpointing on the way."""
+        cfg, spe = self.cfg, self.steps_per_epoch
+        t0 = time.perf_counter()
+        for i, (x, y) in enumerate(self.train_loader, start=epoch.start):
+            step = epoch.index * spe + i
+            torch.manual_seed(derive_seed(cfg.seed, self.info.rank, step))  # dropout / stochastic depth
+            epoch.lr = set_lr(self.optimizer, cfg.lr, lr_factor(step, spe, cfg))
+            loss = self._step(self.prep(x), y.to(self.device, non_blocking=True))
+            epoch.loss_sum += loss.detach().double() * len(y)
+            epoch.seen += len(y)
+            report(self.progress, "step", done=i + 1, total=spe, loss=loss.detach(), lr=epoch.lr)
+            if i + 1 < spe and self._checkpoint_due(step):
+                self._save(epoch.index, i + 1)
+            self._pause_if_asked(step)
+        epoch.seconds = time.perf_counter() - t0
+
+    def _checkpoint_due(self, step: int) -> bool:
+        """Whether to checkpoint after global ``step``: every ``checkpoint_steps``, or after ``checkpoint_minutes``."""
+        cfg = self.cfg
+        return bool((cfg.checkpoint_steps and (step + 1) % cfg.checkpoint_steps == 0)
+                    or time.monotonic() - self.last_save > 60 * cfg.checkpoint_minutes)
+
+    def _pause_if_asked(self, step: int) -> None:
+        """The test hook of :data:`PAUSE_ENV`."""
+        if step == self.pause_at:
+            print(f"compscale: paused at step {step}", file=sys.stderr, flush=True)
+            time.sleep(3600)
+
+    def _evaluate_epoch(self) -> EvalResult:
+        """Test accuracy of the weights as they will be saved (the EMA's when on), with every process's
+        BatchNorm statistics equal to rank 0's, re-estimated first when ``precise_bn`` asks."""
+        self._sync_buffers()
+        evaluated = self.ema.module if self.ema else self.model
+        if self.cfg.precise_bn:
+            self._precise_bn(evaluated)
+        return evaluate(evaluated, self.test_loader, self.prep, self.data.num_classes, self.info, self.amp_dtype)
+
+    def _epoch_record(self, epoch: _Epoch, totals: torch.Tensor, result: EvalResult) -> dict[str, Any]:
+        """The line of ``metrics.jsonl`` for ``epoch`` (``totals``: the training loss sum and images, all processes)."""
+        record = {"epoch": epoch.index + 1, "step": (epoch.index + 1) * self.steps_per_epoch, "lr": epoch.lr,
+                  "train_loss": float(totals[0] / max(1.0, float(totals[1]))), "loss": result.loss,
+                  "top1": result.top1, "top5": result.top5,
+                  "img_s": float(totals[1]) / epoch.seconds if epoch.seconds > 0 else None,
+                  "epoch_time_s": epoch.seconds, "ema": self.ema is not None}
+        if epoch.start > 0:
+            record["resumed_at_step"] = epoch.start
+        return record
+
+    def _record(self, record: dict[str, Any]) -> None:
+        """Add the epoch to the history and ``metrics.jsonl``, checkpoint at its end, and report it."""
+        self.history.append(record)
+        if self.info.is_main:
+            atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+        self._save(record["epoch"], 0)
+        report(self.progress, "epoch_end", done=record["epoch"], total=self.cfg.epochs, **record)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = train_step(self.net, x, y, self.optimizer, self.criterion, self.scaler, self.amp_dtype)
@@ -391,7 +398,7 @@ class _Run:
         indices = [(i, derive_seed(cfg.seed, 0xB7, i)) for i in picked]
         loader = torch.utils.data.DataLoader(self.data.train, batch_size=cfg.eval_batch_size, sampler=indices,
                                              num_workers=cfg.workers, collate_fn=collate)
-        with _autocast(self.device, self.amp_dtype):
+        with autocast(self.device, self.amp_dtype):
             recalibrate_batchnorm(module, (self.prep(x) for x, _ in loader))
 
     def _sync_buffers(self) -> None:
@@ -407,6 +414,7 @@ class _Run:
 
     def _finish(self) -> dict[str, Any]:
         from compscale.models.weights import save_weights
+        from compscale.plots import plot_metrics
 
         final = self.history[-1] if self.history else {}
         if self.info.is_main:
@@ -416,50 +424,3 @@ class _Run:
             plot_metrics(self.history, self.out / "metrics.png", title=f"{self.cfg.model} on {self.data.name}")
         return {"top1": final.get("top1"), "top5": final.get("top5"), "loss": final.get("loss"),
                 "epochs": final.get("epoch", 0), "out": str(self.out)}
-
-
-def plot_metrics(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, as a PNG (matplotlib's Agg backend: no display needed)."""
-    if not history:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax1.plot(epochs, [r["loss"] for r in history], "s-", label="test")
-    ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend()
-    ax2.plot(epochs, [100 * r["top1"] for r in history], "o-", label="top-1")
-    ax2.plot(epochs, [100 * r["top5"] for r in history], "s-", label="top-5")
-    ax2.set_xlabel("epoch"), ax2.set_ylabel("test accuracy (%)"), ax2.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def eval_model(model_name: str, weights: str, data_name: str, resolution: int | None = None, batch_size: int = 128,
-               device: str = "auto", workers: int = 0, amp: bool = False) -> tuple[EvalResult, DataBundle]:
-    """Evaluate a trained weights file on a dataset's test split (the model is built for the data's classes)."""
-    from compscale.models.registry import build_model, resolve_spec
-    from compscale.models.weights import load_weights
-    from compscale.train.distributed import pick_device
-
-    base = model_spec(model_name)
-    saved = read_weights_spec(weights)
-    res = resolution or (saved or {}).get("resolution") or base.resolution
-    data = load_dataset(data_name, res, "none")
-    in_chans = (saved or {}).get("in_chans", data.channels)
-    spec = resolve_spec(base, data.num_classes, in_chans, resolution=res)
-    check_weights_spec(weights, saved, spec.as_dict(), model_name)
-    model = load_weights(build_model(spec), weights)
-    dev = pick_device(device)
-    model.to(dev)
-    prep = BatchPreparer(data, res, in_chans, dev)
-    info = DistInfo(device=dev)
-    amp_dtype = torch.bfloat16 if amp else None
-    return evaluate(model, eval_loader(data.test, batch_size, info, workers), prep, data.num_classes, info, amp_dtype), data

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compscale.io import atomic_write_text
+from compscale.progress import Event
 from compscale.specs import ModelSpec
 
 ReportEpoch = Callable[[float, int], None]
@@ -36,7 +37,7 @@ def train_spec(
     raise (e.g. ``optuna.TrialPruned``) to stop the job early.
     """
     from compscale.train.config import TrainConfig
-    from compscale.train.loop import TrainCallback, train
+    from compscale.train.loop import train
 
     out = Path(out)
     spec_path = out / "spec.json"
@@ -49,11 +50,14 @@ def train_spec(
                       resolution=spec.resolution, **train_options)
     history: list[dict[str, Any]] = []
 
-    class _Report(TrainCallback):
-        def on_epoch_end(self, record: dict[str, Any]) -> None:
-            history.append(record)
-            if report_epoch is not None:
-                report_epoch(float(record["top1"]), int(record["epoch"]))
+    def epoch_done(record: dict[str, Any]) -> None:
+        history.append(record)
+        if report_epoch is not None:
+            report_epoch(float(record["top1"]), int(record["epoch"]))
+
+    def on_event(event: Event) -> None:
+        if event.kind == "epoch_end":
+            epoch_done(dict(event.info))
 
     resume = (out / "checkpoint.safetensors").exists()
     if resume and (out / "metrics.jsonl").exists():
@@ -61,6 +65,6 @@ def train_spec(
         for line in (out / "metrics.jsonl").read_text().splitlines():
             record = json.loads(line)
             if int(record["epoch"]) <= epochs:
-                _Report().on_epoch_end(record)
-    result = train(cfg.validate(), resume=resume, callback=_Report())
+                epoch_done(record)
+    result = train(cfg.validate(), resume=resume, progress=on_event)
     return {**result, "history": history}

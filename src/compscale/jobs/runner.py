@@ -1,0 +1,253 @@
+"""The one job runner: settings, the study's fingerprint, the queue, local workers and progress.
+
+A study is a list of :class:`Job` s. :func:`run_jobs` stores them (with every setting that shapes a trial,
+the *fingerprint*) in an Optuna study, starts ``workers - 1`` extra local worker processes
+(``compscale worker``), works through the queue itself, and returns one :class:`JobResult` per job. Workers
+on other machines join with ``compscale worker --storage URL --study NAME``: the storage holds everything
+they need. Re-running the same command resumes; a re-run with any setting changed is refused, naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compscale.errors import UserError
+from compscale.jobs.queue import enqueue_jobs, job_results, load_study, open_study, redact_url, run_worker
+from compscale.progress import Progress, report
+from compscale.specs import ModelSpec, spec_from_dict
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every job of a study shares (data, schedule, seeds) and how the study runs (storage, workers).
+
+    ``None`` means the training engine's default (e.g. the optimizer: TF RMSProp; the lr: 0.016 × batch/256).
+    """
+
+    data: str
+    out: str
+    epochs: int = 3
+    seed: int = 0  # the first seed; seed k of every model is seed + k
+    seeds: int = 1
+    batch_size: int = 64
+    optimizer: str | None = None
+    lr: float | None = None
+    schedule: str | None = None
+    warmup_epochs: float | None = None
+    limit_train: int | None = None
+    limit_test: int | None = None
+    holdout: int | None = None  # select on training images held out of training (step 1), never the test set
+    precise_bn: int = 0  # training images for precise BatchNorm statistics before each evaluation (0: off)
+    resolution: int | None = None
+    storage: str | None = None
+    study: str | None = None
+    workers: int = 1
+    threads: int | None = None
+    heartbeat: int = 10
+    join: bool = False
+
+    def validate(self) -> "RunSettings":
+        for name, low in (("epochs", 1), ("seeds", 1), ("workers", 1), ("heartbeat", 1), ("batch_size", 1)):
+            if getattr(self, name) < low:
+                raise UserError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.threads}")
+        if self.precise_bn < 0:
+            raise UserError(f"--precise-bn must be 0 (off) or a number of images, got {self.precise_bn}")
+        return self
+
+    def worker_threads(self) -> int:
+        """Torch threads per local worker: the cores shared among the workers (2 threads on a busy core are slow)."""
+        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+    def train_options(self) -> dict[str, Any]:
+        """The :class:`~compscale.train.config.TrainConfig` fields every job shares (engine defaults left out)."""
+        opts = {"batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr, "schedule": self.schedule,
+                "warmup_epochs": self.warmup_epochs, "limit_train": self.limit_train, "limit_test": self.limit_test,
+                "holdout": self.holdout, "precise_bn": self.precise_bn or None}
+        return {k: v for k, v in opts.items() if v is not None}
+
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        path = Path(self.out).resolve() / "study.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+
+    def study_name(self, kind: str) -> str:
+        return self.study or kind
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings for a report (the storage URL may hold a password: redacted)."""
+        d = asdict(self)
+        d["storage"] = redact_url(self.storage) if self.storage else None
+        return d
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: train ``spec`` with each of ``seeds`` into ``folder`` (relative to the study's output
+    folder, one subfolder per seed); ``labels`` say what it is in the study (strategy, φ, α, β, γ, model...)."""
+
+    spec: ModelSpec
+    seeds: tuple[int, ...]
+    folder: str
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec.as_dict(), "seeds": list(self.seeds), "folder": self.folder, "labels": self.labels}
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a job ended: state (complete, pruned, fail, running), the accuracy the study ranks it by (mean over
+    its seeds), each seed's accuracy, the epochs it reached, and its training time."""
+
+    index: int
+    job: Job
+    state: str
+    accuracy: float | None
+    accuracies: tuple[float, ...]
+    epochs: int
+    train_seconds: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("complete", "pruned")
+
+
+def job_folder(out: str | Path, study: str, kind: str, folder: str, seed: int) -> Path:
+    """Where a job's seed trains: ``OUT/runs/FOLDER/seedK`` (``OUT/runs-STUDY/...`` for a study given its own
+    name, so two studies in one folder never share a run)."""
+    runs = "runs" if study == kind else f"runs-{study}"
+    return Path(out) / runs / folder / f"seed{seed}"
+
+
+def _evaluator(fingerprint: dict[str, Any], out: str | Path, study: str, threads: int):
+    """How a worker trains a job: everything comes from the study's fingerprint and the job's attributes."""
+    from compscale.jobs.trial import train_spec
+
+    def evaluate(attrs: dict[str, Any], report_epoch) -> dict[str, Any]:
+        spec = spec_from_dict(attrs["spec"])
+        accuracies, seconds = [], 0.0
+        for seed in attrs["seeds"]:
+            only = report_epoch if len(attrs["seeds"]) == 1 else None  # pruning needs one curve per trial
+            result = train_spec(spec, fingerprint["data"], job_folder(out, study, fingerprint["kind"],
+                                                                       attrs["folder"], seed),
+                                fingerprint["epochs"], seed, only, threads=threads, **fingerprint["train"])
+            accuracies.append(float(result["top1"]))
+            seconds += sum(float(r.get("epoch_time_s") or 0.0) for r in result["history"])
+        return {"accuracy": statistics.fmean(accuracies), "accuracies": accuracies, "train_seconds": seconds}
+
+    return evaluate
+
+
+def spawn_workers(settings: RunSettings, study: str, count: int) -> list[tuple[subprocess.Popen, Any]]:
+    """Start ``count`` extra local workers on the same study (``compscale worker``), each logging to
+    ``OUT/workerK.log``."""
+    out = Path(settings.out)
+    procs = []
+    for k in range(1, count + 1):
+        cmd = [sys.executable, "-m", "compscale", "worker", "--storage", settings.storage_url(), "--study", study,
+               "--out", str(out), "--threads", str(settings.worker_threads()), "--heartbeat", str(settings.heartbeat)]
+        log = open(out / f"worker{k}.log", "w")
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "COMPSCALE_WORKER": "1"}), log))
+    return procs
+
+
+def run_jobs(kind: str, settings: RunSettings, jobs: list[Job], plan: dict[str, Any], exhaustive: bool = True,
+             progress: Progress | None = None) -> list[JobResult]:
+    """Train every job (resuming an earlier run of the same study) with ``settings.workers`` local processes,
+    and return one result per job. ``plan`` is what the study decided besides the jobs (grid, φ values,
+    budget...): with the settings and the jobs it makes the fingerprint a re-run must match. ``exhaustive=False``
+    prunes weak jobs by successive halving (step 1)."""
+    settings.validate()
+    name = settings.study_name(kind)
+    described = [j.as_dict() for j in jobs]
+    fingerprint = {"kind": kind, "data": settings.data, "epochs": settings.epochs, "train": settings.train_options(),
+                   "resolution": settings.resolution, "exhaustive": exhaustive, "num_jobs": len(jobs), **plan,
+                   # The jobs themselves (specs, seeds, folders) by digest: the plan above says what made them.
+                   "jobs": hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]}
+    Path(settings.out).mkdir(parents=True, exist_ok=True)
+    study = open_study(settings.storage_url(), name, fingerprint, settings.heartbeat)
+    if settings.join:
+        if not study.get_trials(deepcopy=False):
+            raise UserError(f"study {name!r} has no jobs yet: start it without --join first")
+    else:
+        enqueue_jobs(study, described)
+    _work(study, name, fingerprint, settings, progress)
+    return collect(study, jobs)
+
+
+def _work(study, name: str, fingerprint: dict[str, Any], settings: RunSettings, progress: Progress | None) -> None:
+    """Run jobs here until the queue is empty, with the extra local workers; the first worker stays until every
+    job is done (waiting out the stale trials of workers that died), so a killed extra worker costs only its
+    current job; a joiner leaves as soon as the queue is empty."""
+    total = fingerprint["num_jobs"]
+    done = sum(1 for r in job_results(study) if r["state"] in ("complete", "pruned"))
+    report(progress, "start", f"{total} jobs, {done} already done, {settings.workers} worker(s)", done, total)
+    procs = [] if settings.join else spawn_workers(settings, name, settings.workers - 1)
+    evaluate = _evaluator(fingerprint, settings.out, name, settings.worker_threads())
+
+    def on_trial(row: dict[str, Any]) -> None:
+        finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+        report(progress, "trial", "", min(finished, total), total, **row.get("labels", {}),
+               seeds=row.get("seeds"), state=row["state"], accuracy=row["accuracy"])
+
+    try:
+        run_worker(study, total, evaluate, settings.heartbeat, on_trial, wait_for_running=not settings.join)
+    except BaseException:
+        for proc, _ in procs:
+            proc.kill()
+        raise
+    finally:
+        for proc, log in procs:
+            proc.wait()
+            log.close()
+
+
+def collect(study, jobs: list[Job]) -> list[JobResult]:
+    """One result per job: its finished trial when there is one, else its latest."""
+    rows: dict[int, dict[str, Any]] = {}
+    for row in job_results(study):
+        old = rows.get(row["job"])
+        if old is None or old["state"] not in ("complete", "pruned"):
+            rows[row["job"]] = row
+    results = []
+    for i, job in enumerate(jobs):
+        row = rows.get(i, {"state": "waiting", "accuracy": None, "epochs": 0})
+        results.append(JobResult(i, job, row["state"], row["accuracy"], tuple(row.get("accuracies") or ()),
+                                 row["epochs"], row.get("train_seconds")))
+    return results
+
+
+def require_all_finished(results: list[JobResult], out: str | Path) -> None:
+    """One line when some jobs did not finish (their workers failed): the command can be run again to resume."""
+    missing = [r for r in results if not r.finished]
+    if missing:
+        raise UserError(f"{len(missing)} of {len(results)} jobs did not finish (see worker*.log in {out}); "
+                        "run the same command again to resume")
+
+
+def join_study(storage: str, study: str, out: str | Path, threads: int = 1, heartbeat: int = 10,
+               progress: Progress | None = None) -> int:
+    """``compscale worker``: work through an existing study's queue (started here or on another machine) until
+    it is empty; returns the number of jobs this worker ran."""
+    handle = load_study(storage, study, heartbeat)
+    fingerprint = handle.user_attrs["fingerprint"]
+    evaluate = _evaluator(fingerprint, out, study, threads)
+
+    def on_trial(row: dict[str, Any]) -> None:
+        report(progress, "trial", "", None, fingerprint["num_jobs"], **row.get("labels", {}), state=row["state"],
+               accuracy=row["accuracy"])
+
+    return run_worker(handle, fingerprint["num_jobs"], evaluate, heartbeat, on_trial, wait_for_running=False)

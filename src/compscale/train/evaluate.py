@@ -1,0 +1,107 @@
+"""Evaluation: top-1/top-5 accuracy, mean loss and the confusion matrix, in one process or across a torchrun job.
+
+:func:`evaluate` measures a model on a loader (each process its shard, sums combined across processes);
+:func:`eval_model` does the same for a trained weights file on a dataset's test split.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compscale.data import BatchPreparer, DataBundle, collate, load_dataset
+from compscale.errors import UserError
+from compscale.models.registry import model_spec
+from compscale.train.checkpoint import check_weights_spec, read_weights_spec
+from compscale.train.distributed import DistInfo, all_reduce_sum, pick_device
+
+__all__ = ["EvalResult", "autocast", "eval_loader", "eval_model", "evaluate"]
+
+
+@dataclass
+class EvalResult:
+    """Top-1/top-5 accuracy (fractions), mean loss, and the confusion matrix (rows: true, columns: predicted)."""
+
+    loss: float
+    top1: float
+    top5: float
+    count: int
+    confusion: torch.Tensor
+
+    @property
+    def per_class(self) -> list[float | None]:
+        totals = self.confusion.sum(1)
+        return [None if t == 0 else float(self.confusion[i, i] / t) for i, t in enumerate(totals.tolist())]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loss": self.loss, "top1": self.top1, "top5": self.top5, "count": self.count}
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision in ``dtype`` on ``device`` (nothing when ``dtype`` is None)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, prep: BatchPreparer, num_classes: int,
+             info: DistInfo = DistInfo(), amp_dtype: torch.dtype | None = None) -> EvalResult:
+    """Accuracy of ``model`` over ``loader`` (each process its shard; sums are combined across processes)."""
+    model.eval()
+    device = prep.device
+    k = min(5, num_classes)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct5 = torch.zeros((), dtype=torch.int64, device=device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    for x, y in loader:
+        x, y = prep(x), y.to(device)
+        with autocast(device, amp_dtype):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+        topk = logits.topk(k, dim=1).indices
+        correct5 += (topk == y[:, None]).any(1).sum()
+        confusion += torch.bincount(y * num_classes + topk[:, 0], minlength=num_classes * num_classes)
+    for t in (loss_sum, correct5, confusion):
+        all_reduce_sum(t, info)
+    confusion = confusion.view(num_classes, num_classes).cpu()
+    count = int(confusion.sum())
+    if count == 0:
+        raise UserError("the evaluation set is empty")
+    return EvalResult(float(loss_sum) / count, float(confusion.trace()) / count, int(correct5) / count, count,
+                      confusion)
+
+
+def eval_loader(dataset: torch.utils.data.Dataset, batch_size: int, info: DistInfo, workers: int = 0):
+    """Process r evaluates samples r, r+N, r+2N, …: every sample exactly once (no padding)."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                       sampler=range(info.rank, len(dataset), info.world_size), num_workers=workers,
+                                       collate_fn=collate, pin_memory=info.device.type == "cuda")
+
+
+def eval_model(model_name: str, weights: str | Path, data_name: str, resolution: int | None = None,
+               batch_size: int = 128, device: str = "auto", workers: int = 0,
+               amp: bool = False) -> tuple[EvalResult, DataBundle]:
+    """Evaluate a trained weights file on a dataset's test split (the model is built for the data's classes)."""
+    from compscale.models.registry import build_model, resolve_spec
+    from compscale.models.weights import load_weights
+
+    base = model_spec(model_name)
+    saved = read_weights_spec(weights)
+    res = resolution or (saved or {}).get("resolution") or base.resolution
+    data = load_dataset(data_name, res, "none")
+    in_chans = (saved or {}).get("in_chans", data.channels)
+    spec = resolve_spec(base, data.num_classes, in_chans, resolution=res)
+    check_weights_spec(weights, saved, spec.as_dict(), model_name)
+    model = load_weights(build_model(spec), weights)
+    dev = pick_device(device)
+    model.to(dev)
+    prep = BatchPreparer(data, res, in_chans, dev)
+    info = DistInfo(device=dev)
+    amp_dtype = torch.bfloat16 if amp else None
+    loader = eval_loader(data.test, batch_size, info, workers)
+    return evaluate(model, loader, prep, data.num_classes, info, amp_dtype), data
