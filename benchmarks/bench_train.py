@@ -1,8 +1,10 @@
 """Training speed and memory: compscale's engine vs timm's model in a plain loop, same settings.
 
-Both sides train EfficientNet-B0 (same architecture, same TF-style RMSProp, label smoothing, batch, input
-size, memory format) on the same random batches. Speed: steps interleaved in one process (A B A B ...),
-so machine noise hits both alike; the ratio is compscale img/s over timm img/s (> 1: compscale faster).
+Three sides train EfficientNet-B0 (same architecture, same TF-style RMSProp, label smoothing, batch, input
+size) on the same random batches: compscale's model in timm's memory layout (like for like), compscale's
+*default training path* (channels_last, the engine's per-step seeding), and timm's model in a plain eager loop.
+Speed: steps interleaved in one process, rotated each round, so machine noise hits all alike; the ratios are
+img/s over timm's (> 1: compscale faster). Goal: the default path >= 1.3x timm eager, peak memory <= 1.0x.
 Memory: on CUDA, peak allocated bytes per side in-process; on the CPU (no allocator statistics), each side
 runs in a fresh child process and reports the growth of its peak resident memory over the training steps.
 
@@ -22,13 +24,21 @@ import time
 import torch
 from torch import nn
 
+SIDES = ("compscale", "compscale-default", "timm")
+
+
+def channels_last(side: str, args: argparse.Namespace) -> bool:
+    """The memory layout of a side: the engine's default path is channels_last (TrainConfig.channels_last);
+    the other two use the layout asked for (NCHW unless --channels-last), so compscale vs timm is like for like."""
+    return True if side == "compscale-default" else args.channels_last
+
 
 def build(side: str, args: argparse.Namespace):
     """(model, optimizer, step function) of one side."""
     torch.manual_seed(0)
-    if side == "compscale":
+    if side.startswith("compscale"):
         from compscale import create_model
-        from compscale.train.distributed import derive_seed
+        from compscale.train.distributed import derive_seed, seed_rng
         from compscale.train.loop import train_step
         from compscale.train.optim import RMSpropTF, param_groups
 
@@ -39,7 +49,7 @@ def build(side: str, args: argparse.Namespace):
         counter = [0]
 
         def step(x, y):
-            torch.manual_seed(derive_seed(0, 0, counter[0]))  # what the engine does per step
+            seed_rng(derive_seed(0, 0, counter[0]), x.device)  # what the engine does per step
             counter[0] += 1
             return train_step(model, x, y, opt, crit, scaler)
     else:
@@ -61,22 +71,29 @@ def build(side: str, args: argparse.Namespace):
             return loss.detach()
 
     model.to(args.device).train()
-    if args.channels_last:
+    if channels_last(side, args):
         model.to(memory_format=torch.channels_last)
     return model, step
 
 
-def batches(args: argparse.Namespace, n: int):
+def batches(args: argparse.Namespace, n: int, side: str = "timm"):
     g = torch.Generator().manual_seed(1)
     out = []
     for _ in range(n):
         x = torch.randn(args.batch, 3, args.resolution, args.resolution, generator=g)
         y = torch.randint(0, args.classes, (args.batch,), generator=g)
         x = x.to(args.device)
-        if args.channels_last:
+        if channels_last(side, args):
             x = x.contiguous(memory_format=torch.channels_last)
         out.append((x, y.to(args.device)))
     return out
+
+
+def cpu_model() -> str:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def sync(args):
@@ -92,7 +109,7 @@ def memory_child(side: str, args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     _, step = build(side, args)
-    data = batches(args, 1)
+    data = batches(args, 1, side)
     with open("/proc/self/statm") as fh:
         rss_before = int(fh.read().split()[1]) * resource.getpagesize()
     for _ in range(args.steps):
@@ -112,28 +129,29 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--memory-child", choices=("compscale", "timm"), help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", choices=SIDES, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args)
         return
     torch.set_num_threads(args.threads)
-    sides = {name: build(name, args)[1] for name in ("compscale", "timm")}
-    data = batches(args, args.steps)
-    for step in sides.values():  # warm-up (allocator, kernels)
-        step(*data[0])
+    sides = {name: build(name, args)[1] for name in SIDES}
+    data = {name: batches(args, args.steps, name) for name in SIDES}
+    for name, step in sides.items():  # warm-up (allocator, kernels)
+        step(*data[name][0])
     sync(args)
     times = {name: [] for name in sides}
     for r in range(args.rounds):
-        order = list(sides) if r % 2 == 0 else list(sides)[::-1]
+        order = list(sides)[r % len(sides):] + list(sides)[:r % len(sides)]  # rotated: drifts hit every side
         for name in order:
             if args.device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-            for x, y in data:
+            for x, y in data[name]:
                 sides[name](x, y)
             sync(args)
             times[name].append((time.perf_counter() - t0) / args.steps)
+    print(f"CPU: {cpu_model()}")
     print(f"{args.model} training, {args.resolution}px, batch {args.batch}, {args.threads} threads, {args.device}"
           f"{', channels_last' if args.channels_last else ''}; {args.rounds} interleaved rounds x {args.steps} steps")
     ips = {}
@@ -142,14 +160,15 @@ def main() -> None:
         ips[name] = args.batch / med
         print(f"  {name:10s} median {med * 1000:7.1f} ms/step ({args.batch / med:6.1f} img/s),"
               f" best {best * 1000:7.1f} ms")
-    print(f"  img/s ratio compscale / timm (medians): {ips['compscale'] / ips['timm']:.3f}")
+    print(f"  img/s ratio compscale / timm (medians): {ips['compscale'] / ips['timm']:.3f} (same layout); "
+          f"compscale's default path / timm: {ips['compscale-default'] / ips['timm']:.3f} (goal >= 1.3)")
 
     if args.device == "cuda":
         peaks = {}
         for name, step in sides.items():
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            step(*data[0])
+            step(*data[name][0])
             torch.cuda.synchronize()
             peaks[name] = torch.cuda.max_memory_allocated()
     else:
@@ -164,7 +183,8 @@ def main() -> None:
     kind = "peak allocated" if args.device == "cuda" else "peak RSS growth over 2 steps (fresh process each)"
     for name, value in peaks.items():
         print(f"  {name:10s} {kind}: {value / 2**20:8.1f} MiB")
-    print(f"  memory ratio compscale / timm: {peaks['compscale'] / peaks['timm']:.3f}")
+    print(f"  memory ratio compscale / timm: {peaks['compscale'] / peaks['timm']:.3f} (same layout); default path / "
+          f"timm: {peaks['compscale-default'] / peaks['timm']:.3f} (goal <= 1.0)")
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def test_rerun_resumes_the_finished_study(quick_cardinality, capsys):
     rc, out, first_seconds = quick_cardinality
     before = json.loads((out / "cardinality.json").read_text())
     rc, captured, seconds = _run(["study", "cardinality", "--quick", "--threads", "1", "--out", str(out)], capsys)
-    assert rc == 0 and "8 already done" in captured.err
+    assert rc == 0 and "4 jobs, 4 already done" in captured.err  # 4 models, their 2 seeds packed
     after = json.loads((out / "cardinality.json").read_text())
     assert [m["accuracy"]["values"] for m in after["models"]] == [m["accuracy"]["values"] for m in before["models"]]
     # A different setting in the same study folder is refused in one line.

@@ -8,6 +8,7 @@ budget constrains and what the paper's "FLOPs ≈ 2^φ" only approximates.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 
@@ -16,9 +17,10 @@ import torch
 from compscale.errors import UserError
 from compscale.models import build_model, model_spec
 from compscale.profiler import profile
-from compscale.scaling import CompoundScaling, ScaleFactors, solve_phi
+from compscale.scaling import MAX_RESOLUTION, CompoundScaling, ScaleFactors, solve_phi
 from compscale.specs import ModelSpec
 from compscale.specs.base import Complexity
+from compscale.specs.checks import echo
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,65 @@ def realized_cost(spec: ModelSpec) -> Complexity:
     return Complexity(macs=p.macs, params=p.params, activations=p.activations)
 
 
+#: The size ceiling every command applies to a model before building it from user input: the largest registered
+#: model (gpipe_amoebanet_b) has 557M parameters, EfficientNet-B7 at 600 px 37.7G multiply-adds; the input side
+#: of a model that is built and run (the spec itself may say up to scaling.MAX_RESOLUTION, for counting).
+DEFAULT_MAX_PARAMS = 2e9
+DEFAULT_MAX_MACS = 2e12
+DEFAULT_MAX_SIDE = 8192
+#: The environment variables that lift (or lower) each ceiling, for every command and every study worker.
+MAX_PARAMS_ENV, MAX_MACS_ENV, MAX_SIDE_ENV = "COMPSCALE_MAX_PARAMS", "COMPSCALE_MAX_MACS", "COMPSCALE_MAX_SIDE"
+
+
+def _ceiling(given: float | None, env: str, default: float, upper: float = math.inf) -> float:
+    where = "a size ceiling"
+    if given is None:
+        text = os.environ.get(env, "").strip()
+        if not text:
+            return default
+        try:
+            given = float(text.replace("_", "").replace(",", ""))
+        except ValueError:
+            given = math.nan
+        where = f"the environment variable {env}"
+    if isinstance(given, bool) or not isinstance(given, (int, float)) or not (math.isfinite(given) and given > 0):
+        raise UserError(f"{where} must be a positive number (e.g. 5e9), got {echo(given)}")
+    if given > upper:
+        raise UserError(f"{where} must be at most {upper:,.0f}, got {given:,.0f}")
+    return float(given)
+
+
+def size_ceiling(max_params: float | None = None, max_macs: float | None = None,
+                 max_side: float | None = None) -> tuple[float, float, float]:
+    """(params, multiply-adds, input side) ceilings: the given values, else the environment's
+    (:data:`MAX_PARAMS_ENV`, :data:`MAX_MACS_ENV`, :data:`MAX_SIDE_ENV`), else the defaults."""
+    return (_ceiling(max_params, MAX_PARAMS_ENV, DEFAULT_MAX_PARAMS),
+            _ceiling(max_macs, MAX_MACS_ENV, DEFAULT_MAX_MACS),
+            _ceiling(max_side, MAX_SIDE_ENV, DEFAULT_MAX_SIDE, MAX_RESOLUTION))
+
+
+def check_model_size(spec: ModelSpec, max_params: float | None = None, max_macs: float | None = None,
+                     max_side: float | None = None, what: str | None = None) -> Complexity:
+    """The realized cost of ``spec``, or one line when it exceeds a size ceiling (:func:`size_ceiling`). Called
+    before a model is built from user input (a spec file, a weights file's metadata, a flag), so that a file
+    asking for 10⁹ blocks, 10⁸ channels or a 100,000-pixel input is refused from the spec alone (analytic
+    counts, or a meta-device count the spec's structural limits keep short), before any memory is allocated.
+    ``what`` names the model in the message (default: its family)."""
+    params_limit, macs_limit, side_limit = size_ceiling(max_params, max_macs, max_side)
+    name = what or f"this {spec.family} model"
+    if spec.resolution > side_limit:
+        raise UserError(f"{name} takes {spec.resolution:,} px inputs, over the ceiling of {side_limit:,.0f} px for "
+                        f"a model that is built and run (lift it with {MAX_SIDE_ENV}=N)")
+    cost = realized_cost(spec)
+    if cost.params > params_limit:
+        raise UserError(f"{name} has {cost.params:,} parameters, over the ceiling of {params_limit:,.0f}: it is "
+                        f"refused before it is built (lift it with {MAX_PARAMS_ENV}=N)")
+    if cost.macs > macs_limit:
+        raise UserError(f"{name} needs {cost.macs:,} multiply-adds at {spec.resolution} px, over the ceiling of "
+                        f"{macs_limit:,.0f}: it is refused before it is built (lift it with {MAX_MACS_ENV}=N)")
+    return cost
+
+
 def scale(
     base: str | ModelSpec,
     phi: float,
@@ -138,9 +199,10 @@ def scale_to_budget(
     def cost(phi: float) -> tuple[float, float]:
         try:
             factors = scaling.factors(phi)
-        except UserError:  # beyond MAX_FACTOR (steep coefficients at the solver's upper end): over any budget
+            spec = base_spec.scaled(factors, depth_rounding)
+        except UserError:  # beyond MAX_FACTOR, or deeper or wider than any spec may be: over any budget
             return math.inf, math.inf
-        cost = realized_cost(base_spec.scaled(factors, depth_rounding))
+        cost = realized_cost(spec)
         return cost.macs, cost.params
 
     solution = solve_phi(cost, (target_macs, target_params), step=step)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
-from compscale.errors import UserError, first_line
+from compscale.errors import UserError, echo, first_line, shorten
 
 FASHION_MNIST_DIR = Path(os.environ.get("COMPSCALE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -52,7 +53,8 @@ def _seeded(transform: Callable, x: Any, seed: int | None) -> Any:
     if seed is None:
         return transform(x)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # The CPU generator only (torch.manual_seed would also seed, slowly, every other backend).
+        torch.default_generator.manual_seed(seed)
         return transform(x)
 
 
@@ -80,7 +82,26 @@ class TensorImages(Dataset):
         idx = torch.tensor([i[0] if isinstance(i, tuple) else i for i in indices], dtype=torch.long)
         if self.transform is None or not indices or not isinstance(indices[0], tuple):
             return self.images[idx], self.labels[idx]
+        if isinstance(self.transform, BatchFlip):  # the whole batch at once: no per-sample transform call
+            return self.transform.batch(self.images[idx], [i[1] for i in indices]), self.labels[idx]
         return torch.stack([self[i][0] for i in indices]), self.labels[idx]
+
+
+class BatchFlip:
+    """A horizontal flip with probability ½ whose coin is the lowest bit of the sample's augmentation seed:
+    as reproducible as the seeded per-sample transforms (a function of seed, epoch and index only), and one
+    tensor operation per batch instead of a seeded transform per image."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # one image, for the per-sample path (__getitem__)
+        return x.flip(-1) if self._coin(torch.default_generator.initial_seed()) else x
+
+    @staticmethod
+    def _coin(seed: int) -> bool:
+        return bool(seed & 1)
+
+    def batch(self, images: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        flip = torch.tensor([self._coin(s) for s in seeds], dtype=torch.bool)
+        return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
 class FolderImages(Dataset):
@@ -101,6 +122,8 @@ class FolderImages(Dataset):
         try:  # verify() at scan time does not decode: a truncated JPEG only fails here
             with Image.open(path) as img:
                 img = img.convert("RGB")
+        except Image.DecompressionBombError as err:  # the file changed since the scan
+            raise UserError(f"{path} is too large to decode ({first_line(err)}); remove or replace it") from None
         except (OSError, SyntaxError, ValueError) as err:
             raise UserError(f"{path} is not a readable image ({first_line(err)}); remove or replace it") from None
         return _seeded(self.transform, img, seed), label
@@ -184,10 +207,12 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
 
 def _tensor_augment(augment: str, size: int) -> Callable | None:
     """The per-sample augmentation of a native-size uint8 image (the batch resize comes later)."""
-    from torchvision.transforms import v2
-
     if augment == "none":
         return None
+    if augment == "flip":
+        return BatchFlip()
+    from torchvision.transforms import v2
+
     ops: list[Callable] = []
     if augment != "flip":
         ops.append(v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True))
@@ -239,32 +264,108 @@ def _builtin(name: str, augment: str, limit_train: int | None, limit_test: int |
 # --- folders of images -----------------------------------------------------------------------------------
 
 
-def _scan_folder(root: Path) -> tuple[list[str], list[tuple[str, int]], int, list[str]]:
-    """(classes, valid samples, number of skipped files, empty classes) of an ImageFolder-layout directory."""
+def _dir_key(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the directory ``path`` resolves to, or None when it is not a readable directory."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _class_files(top: Path, seen_dirs: set[tuple[int, int]], reserved: set[tuple[int, int]]) -> list[str]:
+    """The paths of the non-hidden files under ``top`` (symlinks followed), in ``os.walk`` order sorted by
+    folder. Each real directory is read once (by device and inode): a symlink loop, or a link to a folder
+    already read (another class's, the root), adds nothing."""
+    found: list[tuple[str, list[str]]] = []
+    stack = [str(top)]
+    while stack:
+        folder = stack.pop()
+        key = _dir_key(folder)
+        if key is None or key in seen_dirs or (key in reserved and folder != str(top)):
+            continue
+        seen_dirs.add(key)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        files, folders = [], []
+        for entry in entries:
+            if _is_dir_entry(entry):
+                folders.append(entry.path)
+            elif not entry.name.startswith("."):
+                files.append(entry.name)
+        found.append((folder, files))
+        stack.extend(reversed(folders))  # depth first, in name order
+    return [os.path.join(folder, name) for folder, files in sorted(found) for name in files]
+
+
+def _is_dir_entry(entry: os.DirEntry) -> bool:
+    """Whether ``entry`` is a directory, symlinks followed (a dangling or looping link is not)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _scan_folder(root: Path) -> tuple[list[str], list[tuple[str, int]], int, list[str], list[str]]:
+    """(classes, valid samples, number of skipped files, empty classes, notes on what was skipped) of an
+    ImageFolder-layout directory.
+
+    Each real directory is scanned once and each real file taken once (device and inode), whatever symlinks
+    lead to them; files that are not regular (a FIFO named ``x.png``, sockets, devices) are skipped without
+    being opened; images over Pillow's decompression-bomb limit are skipped like unreadable ones. All three are
+    counted in the skipped files, and the notes say which."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    classes = sorted(e.name for e in os.scandir(root) if _is_dir_entry(e) and not e.name.startswith("."))
     if not classes:
         raise UserError(f"{root} has no class folders (expected ImageFolder layout: {root}/CLASS/IMAGE)")
-    samples, skipped, empty = [], 0, []
+    reserved = {k for k in [_dir_key(root)] + [_dir_key(root / c) for c in classes] if k is not None}
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    samples, skipped, empty, special, bombs = [], 0, [], 0, []
     for label, cls in enumerate(classes):
         count = 0
-        for dirpath, _, files in sorted(os.walk(root / cls, followlinks=True)):
-            for fname in sorted(files):
-                if fname.startswith("."):
-                    continue
-                path = os.path.join(dirpath, fname)
-                try:  # verify() checks the header and structure without a full decode
+        for path in _class_files(root / cls, seen_dirs, reserved):
+            try:
+                st = os.stat(path)
+            except OSError:  # a dangling symlink
+                skipped += 1
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                special += 1
+                skipped += 1
+                continue
+            if (st.st_dev, st.st_ino) in seen_files:
+                continue  # the same file again (a symlink or hard link to it): one sample, one split
+            seen_files.add((st.st_dev, st.st_ino))
+            try:  # verify() checks the header and structure without a full decode
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
                     with Image.open(path) as img:
                         img.verify()
-                except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-                    skipped += 1
-                    continue
-                samples.append((path, label))
-                count += 1
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                bombs.append(path)
+                skipped += 1
+                continue
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                skipped += 1
+                continue
+            samples.append((path, label))
+            count += 1
         if count == 0:
             empty.append(cls)
-    return classes, samples, skipped, empty
+    notes = []
+    if special:
+        notes.append(f"{special} of the skipped files are not regular files (FIFOs, sockets, devices): not opened")
+    if bombs:
+        notes.append(f"{len(bombs)} of the skipped files exceed Pillow's decompression-bomb limit of "
+                     f"{Image.MAX_IMAGE_PIXELS} pixels, e.g. {shorten(bombs[0])}")
+    return classes, samples, skipped, empty, notes
 
 
 def _folder_transforms(resolution: int, augment: str) -> tuple[Callable, Callable]:
@@ -293,13 +394,14 @@ def _folder(root: Path, resolution: int, augment: str, limit_train: int | None) 
     notes: list[str] = []
     split_dirs = [root / n for n in ("val", "test", "valid", "validation") if (root / n).is_dir()]
     if (root / "train").is_dir() and split_dirs:
-        classes, train_samples, skipped, empty = _scan_folder(root / "train")
-        test_classes, test_samples, skipped_te, _ = _scan_folder(split_dirs[0])
+        classes, train_samples, skipped, empty, details = _scan_folder(root / "train")
+        test_classes, test_samples, skipped_te, _, details_te = _scan_folder(split_dirs[0])
         if test_classes != classes:
             raise UserError(f"{root}/train and {split_dirs[0]} have different class folders")
         skipped += skipped_te
+        details += details_te
     else:
-        classes, samples, skipped, empty = _scan_folder(root)
+        classes, samples, skipped, empty, details = _scan_folder(root)
         # A deterministic 80/20 split within each class (at least one training image per class).
         rng = np.random.default_rng(0)
         train_samples, test_samples = [], []
@@ -311,11 +413,13 @@ def _folder(root: Path, resolution: int, augment: str, limit_train: int | None) 
             train_samples += mine[n_test:]
     if skipped:
         notes.append(f"skipped {skipped} file(s) that are not readable images")
+        notes += details
     if empty:
         notes.append(f"{len(empty)} empty class folder(s): {', '.join(empty)}")
     if not train_samples:
         raise UserError(f"no readable images in {root}"
-                        + (f" ({skipped} unreadable file(s) skipped)" if skipped else ""))
+                        + (f" ({skipped} unreadable file(s) skipped)" if skipped else "")
+                        + (f"; {details[0]}" if details else ""))
     if not test_samples:
         notes.append("no test images (too few per class for a split): evaluating on the training images")
         test_samples = list(train_samples)
@@ -347,8 +451,12 @@ def load_dataset(name: str, resolution: int, augment: str = "auto", limit_train:
     if holdout is not None:
         raise UserError("--holdout works with the built-in datasets; give a folder with train/ and val/ instead")
     root = Path(name).expanduser()
-    if not root.exists():
-        raise UserError(f"dataset {name!r} not found: not a built-in ({', '.join(BUILTIN)}) and no such folder")
+    try:
+        found = root.exists()
+    except OSError as err:  # a name too long for the file system, a permission: one line, not a traceback
+        raise UserError(f"dataset {echo(name)}: {err.strerror or err}") from None
+    if not found:
+        raise UserError(f"dataset {echo(name)} not found: not a built-in ({', '.join(BUILTIN)}) and no such folder")
     if not root.is_dir():
         raise UserError(f"dataset path {root} is not a folder (expected ImageFolder layout: CLASS/IMAGE files)")
     return _folder(root, resolution, augment, limit_train)
@@ -385,10 +493,10 @@ class BatchPreparer:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if self.luma is not None:
-            x = (x.float() * self.luma).sum(1, keepdim=True)
+            x = (x.to(torch.get_default_dtype()) * self.luma).sum(1, keepdim=True)
         elif x.shape[1] != self.in_chans:
             x = x.expand(-1, self.in_chans, -1, -1)
-        x = x.float()
+        x = x.to(torch.get_default_dtype())  # float32, unless a caller asked for float64 (exactness tests)
         if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
             shrink = x.shape[-1] > self.resolution
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False,

@@ -31,3 +31,21 @@ def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
     """``text`` cut to ``limit`` characters with an ellipsis: a message that echoes input stays bounded."""
     text = str(text)
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` for a message, bounded however large or deeply nested ``value`` is: a YAML alias bomb
+    is a few kB of file and gigabytes of ``repr``, a 5 MB string is 5 MB of message. Nesting, items, strings
+    and numbers are cut (``reprlib``), then the whole, to ``limit`` characters."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel = 3
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 6
+    r.maxstring = r.maxother = limit
+    r.maxlong = 60
+    try:
+        text = r.repr(value)
+    except (RecursionError, MemoryError, ValueError):  # ValueError: an int too long to convert to text
+        text = f"<a {type(value).__name__}>"
+    return shorten(text, limit)

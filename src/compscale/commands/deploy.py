@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from compscale.commands._util import positive_int, render_table
+from compscale.commands._util import int_in, positive_int, render_table
 from compscale.errors import UserError
 
 #: --backend choice → (our path, the peer's path): the peer's counterpart of "best" and "onnxruntime" is
@@ -23,11 +23,15 @@ BACKEND_PAIRS = {
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from compscale.compound import check_model_size
     from compscale.deploy.export import export_model
     from compscale.models import create_model, model_spec
+    from compscale.models.registry import resolve_spec
     from compscale.models.weights import load_weights
 
     model_spec(args.model)  # unknown model → one line, before anything is built or written
+    # The model at the traced input side within the size ceiling (a 100,000-pixel export is refused here).
+    check_model_size(resolve_spec(args.model, resolution=args.resolution))
     model = create_model(args.model)
     if args.weights:
         load_weights(model, args.weights)
@@ -46,6 +50,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from compscale.compound import check_model_size
     from compscale.deploy.bench import set_threads
     from compscale.models import model_spec
 
@@ -53,6 +58,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.precision != "fp32" and args.backend not in ("openvino", "best"):
         raise UserError(f"--precision {args.precision} needs --backend openvino or best")
     specs = {name: model_spec(name) for name in args.models}  # every name checked before any timing
+    for name, spec in specs.items():  # ... and every size, at the timed input side
+        check_model_size(spec.replace(resolution=args.resolution) if args.resolution else spec, what=name)
     rows = [row for name, spec in specs.items() for row in _bench_model(args, name, spec, threads)]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -99,6 +106,8 @@ def _bench_model(args: argparse.Namespace, name: str, spec: Any, threads: int) -
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from compscale.train.config import MAX_BATCH, max_threads
+
     p = sub.add_parser("export",
                        help="export a model to ONNX, TorchScript or OpenVINO IR, validated by running the file")
     p.add_argument("model")
@@ -107,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="safetensors or .pth state dict (any registered layout) to load first")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding convolutions")
     p.add_argument("--resolution", type=positive_int, help="input side in pixels (default: the model's)")
-    p.add_argument("--batch", type=positive_int, default=1, help="batch size traced (default 1)")
+    p.add_argument("--batch", type=int_in(1, MAX_BATCH), default=1, help="batch size traced (default 1)")
     p.add_argument("--static-batch", action="store_true",
                    help="ONNX/OpenVINO: fix the batch size (faster in ONNX Runtime)")
     p.add_argument("--out", required=True, help="output file")
@@ -116,15 +125,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="time inference paths, interleaved, optionally against timm or torchvision")
     p.add_argument("models", nargs="+", metavar="MODEL")
-    p.add_argument("--batch", type=positive_int, default=1)
-    p.add_argument("--threads", type=positive_int, help="intra-op threads (torch, ONNX Runtime, OpenVINO)")
+    p.add_argument("--batch", type=int_in(1, MAX_BATCH), default=1)
+    p.add_argument("--threads", type=int_in(1, max_threads, "4 per core"),
+                   help="intra-op threads (torch, ONNX Runtime, OpenVINO)")
     p.add_argument("--backend", choices=tuple(BACKEND_PAIRS), default="best")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="arithmetic of the openvino/best paths; "
                         "bf16 (CPUs with AVX512-BF16 or AMX) changes the logits")
     p.add_argument("--vs", choices=("timm", "torchvision"), help="peer library, timed in the same run (fp32)")
     p.add_argument("--resolution", type=positive_int)
-    p.add_argument("--repeats", type=positive_int, default=10)
-    p.add_argument("--warmup", type=positive_int, default=2)
+    p.add_argument("--repeats", type=int_in(1, 10_000), default=10)
+    p.add_argument("--warmup", type=int_in(1, 10_000), default=2)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)

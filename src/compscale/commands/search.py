@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from compscale.commands._util import JobProgress, finite_float, integer, render_table
+from compscale.commands._util import JobProgress, finite_float, int_in, integer, max_threads, render_table
 from compscale.errors import UserError
 
 
@@ -17,6 +17,8 @@ def _add_run_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     p.add_argument("--epochs", type=integer, default=default_epochs, help="epochs per job")
     p.add_argument("--seed", type=integer, default=0)
     p.add_argument("--batch-size", type=integer, default=64)
+    p.add_argument("--optimizer", choices=("rmsproptf", "sgd", "adamw"),
+                   help="default: the paper's TF RMSProp (rmsproptf)")
     p.add_argument("--lr", type=finite_float)
     p.add_argument("--warmup-epochs", type=finite_float, default=0.25)
     p.add_argument("--limit-train", type=integer, help="train on a fixed subset of N images")
@@ -31,6 +33,8 @@ def _add_run_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     p.add_argument("--threads", type=integer, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--heartbeat", type=integer, default=10, help="seconds; a silent worker's job is retried after 3")
     p.add_argument("--join", action="store_true", help="only work on an existing study's queue (other machines)")
+    p.add_argument("--no-pack", dest="pack", action="store_false",
+                   help="train a model's seeds one after the other instead of packed into one module")
     p.add_argument("--out", help="output folder")
     p.add_argument("--json", action="store_true")
 
@@ -40,10 +44,11 @@ def _settings(args: argparse.Namespace, kind: str, holdout: int | None):
 
     out = args.out or f"runs/{kind}-{Path(args.base).stem}-{Path(args.data).name}"
     return RunSettings(data=args.data, out=out, resolution=args.resolution, epochs=args.epochs, seed=args.seed,
-                       seeds=getattr(args, "seeds", 1), batch_size=args.batch_size, lr=args.lr,
-                       warmup_epochs=args.warmup_epochs, limit_train=args.limit_train, limit_test=args.limit_test,
-                       holdout=holdout, precise_bn=args.precise_bn, storage=args.storage, study=args.study,
-                       workers=args.workers, threads=args.threads, heartbeat=args.heartbeat, join=args.join)
+                       seeds=getattr(args, "seeds", 1), batch_size=args.batch_size, optimizer=args.optimizer,
+                       lr=args.lr, warmup_epochs=args.warmup_epochs, limit_train=args.limit_train,
+                       limit_test=args.limit_test, holdout=holdout, precise_bn=args.precise_bn, storage=args.storage,
+                       study=args.study, workers=args.workers, threads=args.threads, heartbeat=args.heartbeat,
+                       join=args.join, pack=args.pack)
 
 
 def default_holdout(data: str, limit_train: int | None) -> int | None:
@@ -107,9 +112,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         # Step 1 kept candidates by their *realized* cost, so the nominal constraint does not apply to them.
         enforce = False
         try:
-            best = json.loads(Path(args.from_search).read_text())["best"]
+            best = json.loads(Path(args.from_search).read_text(encoding="utf-8"))["best"]
             alpha, beta, gamma = best["alpha"], best["beta"], best["gamma"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):  # ValueError: not JSON, not UTF-8
             raise UserError(f"{args.from_search} is not a search.json with a best result") from None
     given = [v is not None for v in (args.alpha, args.beta, args.gamma)]
     if any(given) and not all(given):
@@ -153,8 +158,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", required=True, help="the study's name (by default its command: search, sweep, "
                                                  "cardinality, families)")
     p.add_argument("--out", default=".", help="folder for this machine's training runs")
-    p.add_argument("--threads", type=integer, default=1, help="torch threads")
-    p.add_argument("--heartbeat", type=integer, default=10)
+    p.add_argument("--threads", type=int_in(1, max_threads, "4 per core"), default=1, help="torch threads")
+    p.add_argument("--heartbeat", type=int_in(1, 86_400), default=10)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("search", help="step 1: grid-search alpha, beta, gamma at phi=1 on real data (Optuna)")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compscale.commands._util import finite_float, positive_int, render_table
+from compscale.commands._util import finite_float, int_in, max_threads, positive_int, render_table
 from compscale.errors import UserError
 
 STUDIES = ("cardinality", "families")
@@ -20,13 +20,17 @@ QUICK = {"data": "digits", "epochs": 1, "seeds": 2, "limit_train": 192, "limit_t
 FULL = {"epochs": 3, "seeds": 2, "limit_train": None, "limit_test": None, "batch_size": 64, "latency_repeats": 20}
 
 
+#: The largest cost level (a multiple of the smallest model's multiply-adds) a families study may ask for.
+MAX_LEVEL = 1000.0
+
+
 def _levels(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r} (e.g. 1,2)") from None
-    if not values or any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"levels must be positive numbers, got {text!r}")
+    if not values or any(not 0 < v <= MAX_LEVEL for v in values) or len(values) > 100:
+        raise argparse.ArgumentTypeError(f"levels must be 1 to 100 numbers in (0, {MAX_LEVEL:g}], got {text!r}")
     return values
 
 
@@ -43,7 +47,7 @@ def _settings(args: argparse.Namespace):
                         " or --quick")
     out = Path(args.out or f"runs/study-{args.study}{'-quick' if args.quick else ''}")
     latency_repeats = base.pop("latency_repeats")
-    return study_settings(out=out, workers=args.workers, threads=args.threads, storage=args.storage,
+    return study_settings(out=out, workers=args.workers, threads=args.threads, storage=args.storage, pack=args.pack,
                           **base), latency_repeats
 
 
@@ -122,13 +126,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=int, help="input side of every model (default 32)")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="training processes on this machine (each with cores // N threads)")
-    p.add_argument("--threads", type=positive_int, help="torch threads per worker")
+    p.add_argument("--threads", type=int_in(1, max_threads, "4 per core"), help="torch threads per worker")
     p.add_argument("--storage", help="study database URL (default sqlite:///OUT/study.db; postgresql://... to "
                                      "share the queue with other machines, which run the same command with --join)")
-    p.add_argument("--latency-repeats", dest="latency_repeats", type=positive_int, help=argparse.SUPPRESS)
+    p.add_argument("--latency-repeats", dest="latency_repeats", type=int_in(1, 10_000), help=argparse.SUPPRESS)
     p.add_argument("--out", help="output folder (default runs/study-NAME)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--join", action="store_true", help="work on an existing study's queue (another machine)")
+    p.add_argument("--no-pack", dest="pack", action="store_false",
+                   help="train a model's seeds one after the other instead of packed into one module")
     p.set_defaults(func=cmd_study)
 
 

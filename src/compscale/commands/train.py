@@ -83,7 +83,7 @@ def _config_from_args(args: argparse.Namespace, finetune: bool):
 
     # Private attributes (e.g. ``_argv``, set by compscale.cli.main) are not config keys.
     given = {k: v for k, v in vars(args).items()
-             if k not in ("func", "command", "config", "resume", "json") and not k.startswith("_")}
+             if k not in ("func", "command", "config", "resume", "overwrite", "json") and not k.startswith("_")}
     if given.get("model") is None:
         given.pop("model", None)
     cfg = load_config(args.config) if getattr(args, "config", None) else TrainConfig()
@@ -104,13 +104,23 @@ def _config_from_args(args: argparse.Namespace, finetune: bool):
     return cfg.validate()
 
 
+def _check_model_size(cfg) -> None:
+    """The model the run would build (its spec at the run's resolution) within the size ceiling, before any
+    data is read or module built: one line, naming the ceiling and how to lift it."""
+    from compscale.compound import check_model_size
+    from compscale.models.registry import resolve_spec
+
+    check_model_size(resolve_spec(cfg.model, resolution=cfg.resolution))
+
+
 def cmd_train(args: argparse.Namespace, finetune: bool = False) -> int:
     cfg = _config_from_args(args, finetune)
+    _check_model_size(cfg)
     from compscale.train.loop import train
 
     bars = _ProgressBars()
     try:
-        result = train(cfg, resume=args.resume, progress=bars)
+        result = train(cfg, resume=args.resume, progress=bars, overwrite=args.overwrite)
     finally:
         bars.close()
     if not _is_main():
@@ -129,10 +139,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from compscale.train.config import MAX_BATCH, check_device, max_processes
     from compscale.train.evaluate import eval_model
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_device(args.device)
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise UserError(f"--batch-size must be from 1 to {MAX_BATCH:,}, got {args.batch_size}")
+    if not 0 <= args.workers <= max_processes():
+        raise UserError(f"--workers must be from 0 to {max_processes():,} (4 per core), got {args.workers}")
     result, data = eval_model(args.model, args.weights, args.data, args.resolution, args.batch_size, args.device,
                               args.workers, args.amp)
     per_class = result.per_class
@@ -181,6 +195,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=integer, default=_S)
     p.add_argument("--deterministic", action="store_true", default=_S, help="deterministic kernels (bit-exact resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors if present")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in OUT (without it, and without --resume, such an OUT is refused)")
     p.add_argument("--limit-train", dest="limit_train", type=integer, default=_S,
                    help="train on a fixed subset of N images")
     p.add_argument("--limit-test", dest="limit_test", type=integer, default=_S,
@@ -209,7 +225,8 @@ def _add_optimisation_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     """How the engine runs: memory layout, precision, processes, evaluation, checkpoints, output."""
-    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=_S)
+    p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=_S,
+                   help="NHWC memory layout (the default: measured faster for training on CPUs)")
     p.add_argument("--amp", action="store_true", default=_S, help="mixed precision (bf16, or fp16 on older GPUs)")
     p.add_argument("--workers", type=integer, default=_S, help="data loader processes")
     p.add_argument("--device", default=_S, help="auto, cpu, cuda")

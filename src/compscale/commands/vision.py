@@ -10,9 +10,10 @@ from compscale.commands._util import render_table
 
 def _load(args: argparse.Namespace):
     """The model with its weights (a file, or the packaged pretrained ones) and its preprocessing."""
+    from compscale.compound import check_model_size
     from compscale.errors import UserError
     from compscale.models import model_spec
-    from compscale.models.weights import model_from_weights, read_metadata
+    from compscale.models.weights import model_from_weights, read_metadata, spec_of_weights
     from compscale.pretrained import PRETRAINED, Preprocess, pretrained
 
     if args.weights is None:
@@ -22,12 +23,22 @@ def _load(args: argparse.Namespace):
                             f"(packaged: {', '.join(PRETRAINED)})")
         model = pretrained(args.model)
         return model, model.preprocess
-    model = model_from_weights(args.weights, args.model)
+    # The file's metadata is checked before anything is built: its spec (every field, and its size against the
+    # ceiling) and its preprocessing (the input side the model will run at, the normalisation).
+    spec = spec_of_weights(args.weights, args.model)
     meta = read_metadata(args.weights)
     if "preprocess" in meta:
-        return model, Preprocess.from_json(meta["preprocess"])
-    spec = model.spec
-    return model, Preprocess(resolution=spec.resolution, crop_pct=1.0, in_chans=spec.in_chans)
+        try:
+            preprocess = Preprocess.from_json(meta["preprocess"])
+        except UserError as err:
+            raise UserError(f"{args.weights}: {err}") from None
+        if preprocess.in_chans != spec.in_chans:
+            raise UserError(f"{args.weights}: its preprocess gives {preprocess.in_chans} channel(s), the model takes "
+                            f"{spec.in_chans}")
+    else:
+        preprocess = Preprocess(resolution=spec.resolution, crop_pct=1.0, in_chans=spec.in_chans)
+    check_model_size(spec.replace(resolution=preprocess.resolution))
+    return model_from_weights(args.weights, args.model), preprocess
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -34,7 +33,8 @@ from compscale.deploy.fold import fold_batchnorm
 from compscale.deploy.openvino_runtime import run_ir, save_ir
 from compscale.deploy.records import Record
 from compscale.errors import UserError, first_line
-from compscale.io import atomic_path
+from compscale.io import atomic_path, check_output_file, staging_folder
+from compscale.locks import output_lock
 
 __all__ = [
     "ExportReport",
@@ -348,13 +348,9 @@ def export_openvino(model: nn.Module, path: str | os.PathLike, resolution: int |
     return ref.report(target, "openvino", dynamic_batch, errors, size)
 
 
-def _staging_folder(target: Path) -> tempfile.TemporaryDirectory:
+def _staging_folder(target: Path) -> ContextManager[Path]:
     """A temporary folder beside ``target`` (the same file system, so that moving a file out is atomic)."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.TemporaryDirectory(prefix=f".{target.stem}.", dir=target.parent)
-    except OSError as err:
-        raise UserError(f"cannot write {target}: {err.strerror or err}") from None
+    return staging_folder(target)  # a short name (fits beside any legal target name), locked while in use
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, format: str, **kwargs: Any) -> ExportReport:
@@ -367,5 +363,11 @@ def export_model(model: nn.Module, path: str | os.PathLike, format: str, **kwarg
         kwargs.pop("opset", None)
     if Path(path).is_dir():
         raise UserError(f"{path} is a directory; give a file name")
+    check_output_file(path)  # /dev/null, a FIFO: refused before any work, never replaced
+    if format == "openvino" and Path(path).suffix == ".xml":
+        check_output_file(Path(path).with_suffix(".bin"))
     exporter = {"onnx": export_onnx, "torchscript": export_torchscript, "openvino": export_openvino}[format]
-    return exporter(model, path, **kwargs)
+    # One export per target at a time (two into one file would race for it; other files in the folder may be
+    # written meanwhile): a second is refused with one line naming the first's PID.
+    with output_lock(Path(path).parent, "export", target=path):
+        return exporter(model, path, **kwargs)

@@ -51,6 +51,7 @@ def open_storage(url: str, heartbeat: int = 10):
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif url.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    _refuse_foreign_database(url, engine_kwargs)
     try:
         return RDBStorage(
             url,
@@ -65,6 +66,62 @@ def open_storage(url: str, heartbeat: int = 10):
                         "(for PostgreSQL: pip install 'psycopg[binary]')") from None
     except Exception as err:  # SQLAlchemy raises many kinds (OperationalError, ArgumentError, ...)
         raise UserError(f"cannot open the study storage {redact_url(url)}: {first_line(err)}") from None
+
+
+#: Two of the tables Optuna's storage creates: a database with tables but not these is another program's.
+OPTUNA_TABLES = frozenset({"studies", "version_info"})
+
+
+def _sqlite_tables(url: str) -> set[str] | None:
+    """The tables of a SQLite storage's file, read without changing it (None: no file yet, or in memory)."""
+    import os
+    import sqlite3
+    import stat
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(url).database
+    except Exception:  # SQLAlchemy's ArgumentError: RDBStorage says so below
+        return None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    try:
+        st = os.stat(database)
+    except OSError:
+        return None  # no file yet (or no folder: RDBStorage says so)
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"storage {redact_url(url)} is not a regular file; give a .db file")
+    try:
+        with sqlite3.connect(f"file:{quote(database)}?mode=ro", uri=True) as conn:
+            return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        raise UserError(f"storage {redact_url(url)} is not a SQLite database ({first_line(err)}); "
+                        "give a new file or a compscale study's") from None
+
+
+def _server_tables(url: str, engine_kwargs: dict[str, Any]) -> set[str] | None:
+    """The tables of a database server's storage (None when it cannot be inspected: RDBStorage reports why)."""
+    try:
+        from sqlalchemy import create_engine, inspect
+
+        engine = create_engine(url, **engine_kwargs)
+        try:
+            return set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception:
+        return None
+
+
+def _refuse_foreign_database(url: str, engine_kwargs: dict[str, Any]) -> None:
+    """Refuse, before Optuna creates its schema, a database that holds another program's tables: nothing is
+    added to it (Optuna would add its eleven tables)."""
+    tables = _sqlite_tables(url) if url.startswith("sqlite") else _server_tables(url, engine_kwargs)
+    if tables and not OPTUNA_TABLES <= tables:
+        raise UserError(f"storage {redact_url(url)} is another program's database ({len(tables)} table(s), no "
+                        "study); it was left untouched: give a new file or an empty database")
 
 
 def redact_url(url: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from compscale.errors import UserError
 from compscale.jobs.queue import enqueue_jobs, job_results, load_study, open_study, redact_url, run_worker
+from compscale.locks import output_lock
 from compscale.progress import Progress, report
 from compscale.specs import ModelSpec, spec_from_dict
 
@@ -53,15 +54,45 @@ class RunSettings:
     threads: int | None = None
     heartbeat: int = 10
     join: bool = False
+    pack: bool = True  # train a job's seeds packed into one module (compscale.train.packed) where it can be
 
     def validate(self) -> "RunSettings":
-        for name, low in (("epochs", 1), ("seeds", 1), ("workers", 1), ("heartbeat", 1), ("batch_size", 1)):
-            if getattr(self, name) < low:
-                raise UserError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
-        if self.threads is not None and self.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {self.threads}")
-        if self.precise_bn < 0:
-            raise UserError(f"--precise-bn must be 0 (off) or a number of images, got {self.precise_bn}")
+        """Every count bounded before anything is planned: seeds (at most 1,000), the seed range (torch's
+        generator), epochs, batch, images, threads, and local workers (the cores, unless the storage is a
+        database server that other machines share)."""
+        from compscale.errors import echo
+        from compscale.scaling import MAX_RESOLUTION
+        from compscale.train import config as b
+
+        counts = {"epochs": (1, b.MAX_EPOCHS), "seeds": (1, b.MAX_SEEDS), "workers": (1, None),
+                  "heartbeat": (1, 86_400), "batch_size": (1, b.MAX_BATCH), "seed": (0, b.MAX_SEED),
+                  "precise_bn": (0, b.MAX_COUNT), "threads": (1, b.max_threads()), "limit_train": (1, b.MAX_COUNT),
+                  "limit_test": (1, b.MAX_COUNT), "holdout": (1, b.MAX_COUNT), "resolution": (8, MAX_RESOLUTION)}
+        for name, (low, high) in counts.items():
+            value, flag = getattr(self, name), f"--{name.replace('_', '-')}"
+            if value is None and name in ("threads", "limit_train", "limit_test", "holdout", "resolution"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserError(f"{flag} must be an integer, got {echo(value)}")
+            if value < low:
+                if name == "precise_bn":
+                    raise UserError(f"--precise-bn must be 0 (off) or a number of images, got {value}")
+                raise UserError(f"{flag} must be at least {low}, got {value}")
+            if high is not None and value > high:
+                raise UserError(f"{flag} must be at most {high:,}, got {echo(value)}")
+        if self.seed + self.seeds - 1 > b.MAX_SEED:
+            raise UserError(f"--seed {self.seed} with {self.seeds} seeds passes {b.MAX_SEED:,} (2**63 - 1), the "
+                            "largest seed torch's generator takes")
+        remote = bool(self.storage) and not str(self.storage).startswith("sqlite")
+        most = b.MAX_REMOTE_WORKERS if remote else max(2, b.cpu_count())
+        if self.workers > most:
+            where = ("per machine" if remote else
+                     f"on this machine's {b.cpu_count()} core(s); more machines join with `compscale worker`")
+            raise UserError(f"--workers must be at most {most:,} {where}, got {self.workers:,}")
+        for name, value in (("lr", self.lr), ("warmup_epochs", self.warmup_epochs)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value < float("inf") or (name == "lr" and value == 0)):
+                raise UserError(f"--{name.replace('_', '-')} must be a finite positive number, got {echo(value)}")
         return self
 
     def worker_threads(self) -> int:
@@ -124,6 +155,13 @@ class JobResult:
         return self.state in ("complete", "pruned")
 
 
+def job_seeds(settings: RunSettings) -> list[tuple[int, ...]]:
+    """How a model's seeds are split into jobs: all in one job when they train packed, else one job each (so
+    local workers can share them)."""
+    seeds = tuple(settings.seed + k for k in range(settings.seeds))
+    return [seeds] if settings.pack and len(seeds) > 1 else [(s,) for s in seeds]
+
+
 def job_folder(out: str | Path, study: str, kind: str, folder: str, seed: int) -> Path:
     """Where a job's seed trains: ``OUT/runs/FOLDER/seedK`` (``OUT/runs-STUDY/...`` for a study given its own
     name, so two studies in one folder never share a run)."""
@@ -132,22 +170,38 @@ def job_folder(out: str | Path, study: str, kind: str, folder: str, seed: int) -
 
 
 def _evaluator(fingerprint: dict[str, Any], out: str | Path, study: str, threads: int):
-    """How a worker trains a job: everything comes from the study's fingerprint and the job's attributes."""
-    from compscale.jobs.trial import train_spec
+    """How a worker trains a job: everything comes from the study's fingerprint and the job's attributes. A
+    job's seeds train packed into one module when the study says so and the architecture allows it (else one
+    after the other, with the same result up to floating-point summation order)."""
+    from compscale.jobs.trial import train_spec, train_specs_packed
+    from compscale.models.packing import NotPackable
 
     def evaluate(attrs: dict[str, Any], report_epoch) -> dict[str, Any]:
-        spec = spec_from_dict(attrs["spec"])
+        spec, seeds = spec_from_dict(attrs["spec"]), list(attrs["seeds"])
+        folders = [job_folder(out, study, fingerprint["kind"], attrs["folder"], seed) for seed in seeds]
+        data, epochs, train = fingerprint["data"], fingerprint["epochs"], fingerprint["train"]
+        if fingerprint.get("pack") and len(seeds) > 1:
+            try:
+                results = train_specs_packed(spec, data, folders, folders[0].parent / "packed", epochs, seeds,
+                                             report_epoch, threads=threads, **train)
+                seconds = sum(float(r.get("epoch_time_s") or 0.0) for r in results[0]["history"])
+                return _outcome([float(r["top1"]) for r in results], seconds, packed=True)
+            except NotPackable:
+                pass  # this architecture mixes channels outside its convolutions: one seed at a time
         accuracies, seconds = [], 0.0
-        for seed in attrs["seeds"]:
-            only = report_epoch if len(attrs["seeds"]) == 1 else None  # pruning needs one curve per trial
-            result = train_spec(spec, fingerprint["data"], job_folder(out, study, fingerprint["kind"],
-                                                                       attrs["folder"], seed),
-                                fingerprint["epochs"], seed, only, threads=threads, **fingerprint["train"])
+        for seed, folder in zip(seeds, folders):
+            only = report_epoch if len(seeds) == 1 else None  # pruning needs one curve per trial
+            result = train_spec(spec, data, folder, epochs, seed, only, threads=threads, **train)
             accuracies.append(float(result["top1"]))
             seconds += sum(float(r.get("epoch_time_s") or 0.0) for r in result["history"])
-        return {"accuracy": statistics.fmean(accuracies), "accuracies": accuracies, "train_seconds": seconds}
+        return _outcome(accuracies, seconds, packed=False)
 
     return evaluate
+
+
+def _outcome(accuracies: list[float], seconds: float, packed: bool) -> dict[str, Any]:
+    return {"accuracy": statistics.fmean(accuracies), "accuracies": accuracies, "train_seconds": seconds,
+            "packed": packed}
 
 
 def spawn_workers(settings: RunSettings, study: str, count: int) -> list[tuple[subprocess.Popen, Any]]:
@@ -169,12 +223,24 @@ def run_jobs(kind: str, settings: RunSettings, jobs: list[Job], plan: dict[str, 
     """Train every job (resuming an earlier run of the same study) with ``settings.workers`` local processes,
     and return one result per job. ``plan`` is what the study decided besides the jobs (grid, φ values,
     budget...): with the settings and the jobs it makes the fingerprint a re-run must match. ``exhaustive=False``
-    prunes weak jobs by successive halving (step 1)."""
+    prunes weak jobs by successive halving (step 1).
+
+    The output folder is locked while the study runs here (a second run into it is refused with one line);
+    the extra local workers and ``--join`` runs work in it beside the holder, so they do not take the lock."""
     settings.validate()
+    if settings.join:
+        return _run_jobs(kind, settings, jobs, plan, exhaustive, progress)
+    with output_lock(settings.out, kind):
+        return _run_jobs(kind, settings, jobs, plan, exhaustive, progress)
+
+
+def _run_jobs(kind: str, settings: RunSettings, jobs: list[Job], plan: dict[str, Any], exhaustive: bool,
+              progress: Progress | None) -> list[JobResult]:
     name = settings.study_name(kind)
     described = [j.as_dict() for j in jobs]
     fingerprint = {"kind": kind, "data": settings.data, "epochs": settings.epochs, "train": settings.train_options(),
-                   "resolution": settings.resolution, "exhaustive": exhaustive, "num_jobs": len(jobs), **plan,
+                   "resolution": settings.resolution, "exhaustive": exhaustive, "num_jobs": len(jobs),
+                   "pack": settings.pack, **plan,
                    # The jobs themselves (specs, seeds, folders) by digest: the plan above says what made them.
                    "jobs": hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]}
     Path(settings.out).mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from compscale.models import (  # noqa: F401,E501  (the seed table's comparison 
     efficientnet,  # noqa: F401  (registers the EfficientNet family)
     inception,
     inception_resnet,  # noqa: F401  (registers Inception-ResNet-v2)
+    mobilenet,  # noqa: F401  (registers MobileNetV1 / V2)
     nasnet,
     polynet,
     resnet,  # noqa: F401  (registers ResNet / ResNeXt)

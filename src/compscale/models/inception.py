@@ -187,8 +187,11 @@ class InceptionV3(nn.Module):
         ch = self.Mixed_6a.out_channels
         # The 7×7 inner width grows 128 → 160 … → 192 along the 17×17 grid, as in the released network.
         c7s = [128] + [160] * (n_c - 2) + [192] if n_c > 1 else [128]
-        self.mixed_6 = nn.ModuleList([InceptionC(ch, c(c7), w, eps) for c7 in c7s])
-        ch = self.mixed_6[-1].out_channels
+        mixed_6 = []
+        for c7 in c7s:  # each module takes the previous one's width (equal to Mixed_6a's only at width 1)
+            mixed_6.append(InceptionC(ch, c(c7), w, eps))
+            ch = mixed_6[-1].out_channels
+        self.mixed_6 = nn.ModuleList(mixed_6)
         self.Mixed_7a = InceptionD(ch, w, eps)
         ch = self.Mixed_7a.out_channels
         mixed_7 = []

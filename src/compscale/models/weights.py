@@ -18,6 +18,7 @@ from torch import nn
 
 from compscale.errors import UserError, first_line
 from compscale.io import atomic_path
+from compscale.specs import ModelSpec
 
 KeyMap = Callable[[nn.Module], dict[str, str]]
 _KEY_MAPS: dict[tuple[type, str], KeyMap] = {}
@@ -79,11 +80,30 @@ def convert_state_dict(
                 f"weights do not fit this model ({layout} layout): {theirs!r} has shape "
                 f"{tuple(tensor.shape)}, the model expects {tuple(ours[key].shape)}"
             )
+        check_tensor_values(theirs, tensor, ours[key])
         out[key] = tensor
     unexpected = sorted(set(state_dict) - set(mapping.values()))
     if unexpected:
         raise UserError(f"weights do not fit this model ({layout} layout): unexpected key {unexpected[0]!r}")
     return out
+
+
+def check_tensor_values(key: str, tensor: torch.Tensor, target: torch.Tensor) -> None:
+    """One line when ``tensor`` cannot stand for ``target`` (a parameter or buffer of the model): float
+    parameters accept float tensors only (an integer or bool tensor would be cast silently), integer buffers
+    (BatchNorm's step counter) integer tensors only, and no value may be NaN or infinite."""
+    if not isinstance(tensor, torch.Tensor):
+        raise UserError(f"weights: {key!r} is not a tensor")
+    if target.is_floating_point():
+        if not tensor.is_floating_point():
+            raise UserError(f"weights: {key!r} holds {str(tensor.dtype).replace('torch.', '')} values; "
+                            f"float parameters accept float tensors only")
+        if tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"weights: {key!r} holds NaN or infinite values; the weights are refused")
+    elif tensor.dtype != target.dtype and (tensor.is_floating_point() or tensor.is_complex()
+                                           or tensor.dtype == torch.bool):
+        raise UserError(f"weights: {key!r} holds {str(tensor.dtype).replace('torch.', '')} values; "
+                        f"the model's {str(target.dtype).replace('torch.', '')} buffer accepts integers only")
 
 
 def load_state_dict(
@@ -149,14 +169,24 @@ def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.P
 def save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: dict[str, str],
                      target: str | os.PathLike) -> None:
     """``safetensors.torch.save_file`` to ``tmp``; a failed write (a full disk: safetensors raises its own error
-    type, not OSError) becomes one line naming ``target``."""
+    type, not OSError) becomes one line naming ``target``.
+
+    safetensors writes a ``.tmpXXXXXX`` file of its own (mode 0o600) and renames it over the path it is given:
+    it is given a path in a private staging folder (removed afterwards; a killed writer's is removed by the
+    next write beside ``target``), then its file moves onto ``tmp`` and gets the usual mode back (0o666 minus
+    the umask, or the replaced file's)."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    try:
-        save_file(dict(tensors), str(tmp), metadata=metadata)
-    except SafetensorError as err:
-        raise UserError(f"cannot write {target}: {first_line(err)}") from None
+    from compscale.io import new_file_mode, staging_folder
+
+    with staging_folder(target) as stage:
+        try:
+            save_file(dict(tensors), str(stage / "weights.safetensors"), metadata=metadata)
+        except SafetensorError as err:
+            raise UserError(f"cannot write {target}: {first_line(err)}") from None
+        os.replace(stage / "weights.safetensors", tmp)
+        os.chmod(tmp, new_file_mode(target))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -176,18 +206,30 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 def model_from_weights(path: str | os.PathLike, name: str | None = None) -> nn.Module:
     """Build the model a weights file was saved from (its spec is in compscale's safetensors metadata) and
     load it; for other files, build ``name`` and load strictly. The model is returned in eval mode."""
-    from compscale.models.registry import build_model, create_model, model_spec
+    from compscale.models.registry import build_model
+
+    model = build_model(spec_of_weights(path, name))
+    load_weights(model, path)
+    return model.eval()
+
+
+def spec_of_weights(path: str | os.PathLike, name: str | None = None) -> ModelSpec:
+    """The spec :func:`model_from_weights` builds: the one in the file's metadata (every field checked; one
+    line naming the file when it is not a valid spec), else ``name``'s."""
+    from compscale.models.registry import model_spec
     from compscale.specs import spec_from_json
 
     meta = read_metadata(path)
     if "spec" in meta:
-        spec = spec_from_json(meta["spec"])
+        try:
+            spec = spec_from_json(meta["spec"])
+        except UserError as err:
+            raise UserError(f"{path} records an invalid model spec in its metadata: {err}") from None
+        except RecursionError:
+            raise UserError(f"{path} records an invalid model spec in its metadata: nested too deeply") from None
         if name is not None and model_spec(name).family != spec.family:
             raise UserError(f"{path} holds a {spec.family} model, not {name}")
-        model = build_model(spec)
-    elif name is not None:
-        model = create_model(name)
-    else:
-        raise UserError(f"{path} does not say which model it holds; name the model")
-    load_weights(model, path)
-    return model.eval()
+        return spec
+    if name is not None:
+        return model_spec(name)
+    raise UserError(f"{path} does not say which model it holds; name the model")

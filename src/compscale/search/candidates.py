@@ -56,17 +56,52 @@ class CandidateReport:
                 "base_macs": self.base_macs, "candidates": [c.as_dict() for c in self.candidates]}
 
 
-def grid(lo: float, hi: float, step: float) -> list[float]:
-    """lo, lo+step, ..., ≤ hi, rounded to the step's decimals so 1.15 is 1.15 and not 1.1500000000000001."""
+#: The most grid points step 1 enumerates (each is a spec and its realized cost): lifted by
+#: :data:`MAX_GRID_POINTS_ENV`. The default grid (step 0.05) has 2,541.
+DEFAULT_MAX_GRID_POINTS = 200_000
+MAX_GRID_POINTS_ENV = "COMPSCALE_MAX_GRID_POINTS"
+
+
+def grid_size(lo: float, hi: float, step: float) -> int:
+    """How many points :func:`grid` gives, checked and counted without making them."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi, step)):
+        raise UserError(f"grid bounds and step must be numbers, got [{lo!r}, {hi!r}] step {step!r}")
     if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(step)):
         raise UserError("grid bounds and step must be finite numbers")
     if step <= 0:
         raise UserError(f"grid step must be > 0, got {step:g}")
     if lo < 1 or hi < lo:
         raise UserError(f"a coefficient range must satisfy 1 <= lo <= hi, got [{lo:g}, {hi:g}]")
+    ratio = (hi - lo) / step
+    return int(math.floor(ratio + 1e-9)) + 1 if math.isfinite(ratio) else 2**63  # 1/5e-324 is inf: "too many"
+
+
+def max_grid_points() -> int:
+    """The ceiling on grid points: :data:`MAX_GRID_POINTS_ENV` when set, else :data:`DEFAULT_MAX_GRID_POINTS`."""
+    import os
+
+    text = os.environ.get(MAX_GRID_POINTS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_GRID_POINTS
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"the environment variable {MAX_GRID_POINTS_ENV} must be a positive integer, "
+                        f"got {text[:40]!r}")
+    return value
+
+
+def grid(lo: float, hi: float, step: float) -> list[float]:
+    """lo, lo+step, ..., ≤ hi, rounded to the step's decimals so 1.15 is 1.15 and not 1.1500000000000001."""
+    n = grid_size(lo, hi, step)
+    if n > max_grid_points():
+        raise UserError(f"the range [{lo:g}, {hi:g}] in steps of {step:g} has {n:,} points, more than "
+                        f"{max_grid_points():,}: use a larger grid step (lift the ceiling with "
+                        f"{MAX_GRID_POINTS_ENV}=N)")
     decimals = max(0, -math.floor(math.log10(step)) + 2)
-    n = int(math.floor((hi - lo) / step + 1e-9))
-    return [round(lo + i * step, decimals) for i in range(n + 1)]
+    return [round(lo + i * step, decimals) for i in range(n)]
 
 
 def enumerate_candidates(
@@ -85,6 +120,12 @@ def enumerate_candidates(
         raise UserError(f"tolerance must be > 0, got {tolerance:g}")
     if not math.isfinite(target) or target <= 1:
         raise UserError(f"the target FLOPs ratio must be > 1, got {target:g}")
+    sizes = [grid_size(*axis, step) for axis in (alpha, beta, gamma)]  # counted before anything is made
+    total = sizes[0] * sizes[1] * sizes[2]
+    if total > max_grid_points():
+        raise UserError(f"the grid has {total:,} points ({sizes[0]:,} x {sizes[1]:,} x {sizes[2]:,} for alpha, "
+                        f"beta, gamma), more than {max_grid_points():,}: use a larger grid step or narrower ranges "
+                        f"(lift the ceiling with {MAX_GRID_POINTS_ENV}=N)")
     base_spec = model_spec(base)
     base_macs = realized_cost(base_spec).macs
     points = [(a, b, g) for a in grid(*alpha, step) for b in grid(*beta, step) for g in grid(*gamma, step)]

@@ -49,7 +49,7 @@ def plan_search(base: str | ModelSpec, settings: RunSettings, grid: GridSettings
 
 def search_jobs(report: CandidateReport, settings: RunSettings) -> list[Job]:
     """One job per distinct candidate architecture."""
-    seeds = tuple(settings.seed + k for k in range(settings.seeds))
+    seeds = tuple(settings.seed + k for k in range(settings.seeds))  # one job, all seeds: one curve to prune on
     return [Job(c.spec, seeds, f"candidate-{i:03d}", {"alpha": c.alpha, "beta": c.beta, "gamma": c.gamma,
                                                        "macs": c.macs})
             for i, c in enumerate(report.candidates)]

@@ -18,7 +18,7 @@ from compscale.compound import CostMatch, scale
 from compscale.errors import UserError
 from compscale.io import atomic_write_text
 from compscale.jobs.planning import data_aware_base
-from compscale.jobs.runner import Job, RunSettings, run_jobs
+from compscale.jobs.runner import Job, RunSettings, job_seeds, run_jobs
 from compscale.plots import pyplot, save_figure
 from compscale.progress import Progress
 from compscale.scaling import CompoundScaling
@@ -123,11 +123,11 @@ def degenerate_note(alpha: float, beta: float, gamma: float) -> str | None:
 
 
 def sweep_jobs(points: list[SweepPoint], settings: RunSettings) -> list[Job]:
-    """Every sweep point × seed. Seed k of every strategy is the same seed, so the strategies are paired: they
+    """Every sweep point with every seed: one job per point whose seeds train packed (``settings.pack``), else
+    one job per point and seed. Seed k of every strategy is the same seed, so the strategies are paired: they
     see the same data order and augmentation."""
-    return [Job(p.spec, (settings.seed + k,), f"{p.strategy}-phi{p.phi:g}",
-                {"point": i, "strategy": p.strategy, "phi": p.phi, "seed": settings.seed + k})
-            for i, p in enumerate(points) for k in range(settings.seeds)]
+    return [Job(p.spec, seeds, f"{p.strategy}-phi{p.phi:g}", {"point": i, "strategy": p.strategy, "phi": p.phi})
+            for i, p in enumerate(points) for seeds in job_seeds(settings)]
 
 
 def run_sweep(base: str | ModelSpec, settings: RunSettings, scaling: CompoundScaling,

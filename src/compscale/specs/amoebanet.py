@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from compscale.errors import UserError
 from compscale.scaling import ScaleFactors, round_repeats
+from compscale.specs import checks
 from compscale.specs._classic import check_common, positive_int, scale_channels
 from compscale.specs.base import ModelSpec
 
@@ -99,10 +100,11 @@ class AmoebaNetSpec(ModelSpec):
 
     def __post_init__(self) -> None:
         check_common(self)
-        if self.genotype not in GENOTYPES:
-            raise UserError(f"unknown AmoebaNet genotype {self.genotype!r}; use one of {', '.join(GENOTYPES)}")
-        positive_int("cells_per_stack", self.cells_per_stack)
-        positive_int("filters", self.filters)
+        checks.choice("AmoebaNet genotype", self.genotype, tuple(GENOTYPES))
+        positive_int("cells_per_stack", self.cells_per_stack, checks.MAX_BLOCKS)
+        checks.blocks(self.family, 3 * self.cells_per_stack, 16, "cells")
+        # The last stack's cells concatenate up to 6 states of 4·F channels.
+        positive_int("filters", self.filters, checks.MAX_CHANNELS // 24)
         positive_int("stem_channels", self.stem_channels)
         if self.filters < 4:
             raise UserError(f"filters must be at least 4 (the stem cells use F/4), got {self.filters}")

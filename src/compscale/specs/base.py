@@ -12,8 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from compscale.errors import UserError
+from compscale.errors import UserError, first_line, shorten
 from compscale.scaling import ScaleFactors
+from compscale.specs.checks import echo, sequence
 
 _FAMILIES: dict[str, type["ModelSpec"]] = {}
 
@@ -88,36 +89,56 @@ class ModelSpec:
 
     @classmethod
     def _from_fields(cls, data: dict[str, Any]) -> "ModelSpec":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - names, key=str)  # keys read from YAML need not be strings
         if unknown:
-            raise UserError(f"unknown field(s) for a {cls.family} spec: {', '.join(unknown)}")
+            raise UserError(shorten(f"unknown field(s) for a {cls.family} spec: {', '.join(map(echo, unknown))}"))
         values = dict(data)
         for name, item_type in cls.nested.items():
             if name in values:
-                values[name] = tuple(
-                    item if isinstance(item, item_type) else item_type(**item) for item in values[name]
-                )
+                values[name] = _nested(name, values[name], item_type)
         try:
             return cls(**values)
         except TypeError as err:
-            raise UserError(f"invalid {cls.family} spec: {err}") from None
+            raise UserError(f"invalid {cls.family} spec: {first_line(err)}") from None
+
+
+def _nested(name: str, items: Any, item_type: type) -> tuple:
+    """A list of mappings (JSON/YAML) as a tuple of ``item_type`` (e.g. the stages), each field checked."""
+    fields = [f.name for f in dataclasses.fields(item_type)]
+    out = []
+    for i, item in enumerate(sequence(name, items)):
+        if isinstance(item, item_type):
+            out.append(item)
+            continue
+        if not isinstance(item, dict):
+            raise UserError(f"{name}[{i}] must be a mapping of {', '.join(fields)}, got {echo(item)}")
+        unknown = sorted(set(item) - set(fields), key=str)
+        missing = [f for f in fields if f not in item]
+        if unknown or missing:
+            what = f"unknown field {echo(unknown[0])}" if unknown else f"missing field {missing[0]!r}"
+            raise UserError(f"{name}[{i}]: {what} (a stage has {', '.join(fields)})")
+        try:
+            out.append(item_type(**item))
+        except UserError as err:
+            raise UserError(f"{name}[{i}]: {err}") from None
+    return tuple(out)
 
 
 def spec_from_dict(data: dict[str, Any]) -> ModelSpec:
-    """Rebuild a spec written by :meth:`ModelSpec.as_dict` (or read from JSON/YAML)."""
+    """Rebuild a spec written by :meth:`ModelSpec.as_dict` (or read from JSON/YAML), every field checked."""
     if not isinstance(data, dict) or "family" not in data:
         raise UserError("a model spec must be a mapping with a 'family' key")
     values = dict(data)
     family = values.pop("family")
-    if family not in _FAMILIES:
-        raise UserError(f"unknown model family {family!r}; known: {', '.join(sorted(_FAMILIES))}")
+    if not isinstance(family, str) or family not in _FAMILIES:
+        raise UserError(f"unknown model family {echo(family)}; known: {', '.join(sorted(_FAMILIES))}")
     return _FAMILIES[family]._from_fields(values)
 
 
 def spec_from_json(text: str) -> ModelSpec:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"model spec is not valid JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, an int of 5,000 digits, nesting
+        raise UserError(f"model spec is not valid JSON: {first_line(err)}") from None
     return spec_from_dict(data)

@@ -13,7 +13,8 @@ from typing import Any
 
 from compscale.errors import UserError
 from compscale.scaling import ScaleFactors
-from compscale.specs._classic import check_common, positive_int, scale_channels, scale_repeats
+from compscale.specs import checks
+from compscale.specs._classic import check_common, positive_int, repeat_counts, scale_channels, scale_repeats
 from compscale.specs.base import ModelSpec
 
 
@@ -30,12 +31,15 @@ class DenseNetSpec(ModelSpec):
 
     def __post_init__(self) -> None:
         check_common(self)
-        positive_int("growth_rate", self.growth_rate)
-        positive_int("bn_size", self.bn_size)
-        if not self.blocks:
+        positive_int("growth_rate", self.growth_rate, checks.MAX_CHANNELS // 1024)
+        positive_int("bn_size", self.bn_size, checks.MAX_EXPAND)
+        if isinstance(self.blocks, tuple) and not self.blocks:
             raise UserError("a DenseNet needs at least one dense block")
-        for r in self.blocks:
-            positive_int("dense block layers", r)
+        repeat_counts(self, "blocks", what=" (dense layers per block)")
+        widest = (2 + sum(self.blocks)) * self.growth_rate
+        if max(widest, self.bn_size * self.growth_rate) > checks.MAX_CHANNELS:
+            raise UserError(f"the dense blocks concatenate up to {widest:,} channels: at most "
+                            f"{checks.MAX_CHANNELS:,}")
 
     def scaled(self, factors: ScaleFactors, depth_rounding: str = "ceil") -> "DenseNetSpec":
         """Layers per block × d, growth rate k × w, side × r."""

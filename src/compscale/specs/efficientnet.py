@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from compscale.errors import UserError
 from compscale.scaling import ScaleFactors, round_filters, round_repeats
+from compscale.specs import checks
 from compscale.specs.base import Complexity, ModelSpec, bn_complexity, conv_complexity, linear_complexity
 
 Padding = Literal["symmetric", "same"]
@@ -28,6 +29,18 @@ class MBConvStage:
     stride: int
     out_channels: int
     repeats: int
+
+    def __post_init__(self) -> None:
+        checks.integer("expand_ratio", self.expand_ratio, 1, checks.MAX_EXPAND)
+        if checks.integer("kernel", self.kernel, 1, checks.MAX_KERNEL) % 2 != 1:
+            raise UserError(f"kernel must be odd (the padding is symmetric), got {self.kernel}")
+        if not checks.is_int(self.stride) or self.stride not in (1, 2):
+            raise UserError(f"stride must be 1 or 2, got {checks.echo(self.stride)}")
+        checks.integer("out_channels", self.out_channels)
+        checks.integer("repeats", self.repeats, 1, checks.MAX_BLOCKS)
+        if self.out_channels * self.expand_ratio > checks.MAX_CHANNELS:
+            raise UserError(f"out_channels x expand_ratio = {self.out_channels * self.expand_ratio:,} channels is "
+                            f"too wide (at most {checks.MAX_CHANNELS:,})")
 
 
 #: EfficientNet-B0 (Table 1 of the paper; official ``_DEFAULT_BLOCKS_ARGS``).
@@ -69,15 +82,27 @@ class EfficientNetSpec(ModelSpec):
     fix_first_last_depth: bool = False
 
     def __post_init__(self) -> None:
-        if not self.stages:
+        stages = checks.sequence("stages", self.stages)
+        if not stages:
             raise UserError("an EfficientNet needs at least one stage")
-        if self.activation not in ("swish", "relu6", "relu"):
-            raise UserError(f"unknown activation {self.activation!r}; use swish, relu6 or relu")
-        if self.padding not in ("symmetric", "same"):
-            raise UserError(f"unknown padding {self.padding!r}; use symmetric or same")
-        for stage in self.stages:
-            if stage.repeats < 1 or stage.out_channels < 1 or stage.kernel % 2 != 1 or stage.stride not in (1, 2):
-                raise UserError(f"invalid stage {stage}")
+        for i, stage in enumerate(stages):
+            if not isinstance(stage, MBConvStage):
+                raise UserError(f"stages[{i}] must be an MBConv stage (a mapping of expand_ratio, kernel, stride, "
+                                f"out_channels, repeats), got {checks.echo(stage)}")
+        if stages is not self.stages:
+            object.__setattr__(self, "stages", stages)
+        checks.blocks(self.family, sum(s.repeats for s in stages))
+        checks.choice("activation", self.activation, ("swish", "relu6", "relu"))
+        checks.choice("padding", self.padding, ("symmetric", "same"))
+        checks.common(self)
+        checks.integer("stem_channels", self.stem_channels)
+        checks.integer("head_channels", self.head_channels)
+        object.__setattr__(self, "se_ratio", checks.number("se_ratio", self.se_ratio, 0.0, 1.0))
+        checks.boolean("scale_stem_head", self.scale_stem_head)
+        checks.boolean("fix_first_last_depth", self.fix_first_last_depth)
+        widest = max(s.out_channels for s in stages)
+        if max(self.stem_channels, widest) * max(s.expand_ratio for s in stages) > checks.MAX_CHANNELS:
+            raise UserError(f"the expanded channels exceed {checks.MAX_CHANNELS:,}: the network is too wide")
 
     @property
     def total_blocks(self) -> int:

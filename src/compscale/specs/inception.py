@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from compscale.errors import UserError
 from compscale.scaling import ScaleFactors
-from compscale.specs._classic import check_common, positive_int, scale_repeats
+from compscale.specs._classic import check_common, repeat_counts, scale_repeats
 from compscale.specs.base import ModelSpec
 
 
@@ -29,19 +28,18 @@ class _GridSpec(ModelSpec):
 
     _n_grids: ClassVar[int] = 3
     _grid_names: ClassVar[tuple[str, ...]] = ()
+    #: The smallest input side the valid-padded stem and reductions accept (Inception-v3 and -v4: 75 → 1×1).
+    min_resolution: ClassVar[int] = 75
 
     def __post_init__(self) -> None:
         check_common(self)
-        if len(self.repeats) != self._n_grids:
-            raise UserError(f"a {self.family} spec needs {self._n_grids} repeat counts, got {len(self.repeats)}")
-        for r in self.repeats:
-            positive_int("repeats", r)
+        repeat_counts(self, "repeats", self._n_grids, weight=2)
 
     def scaled(self, factors: ScaleFactors, depth_rounding: str = "ceil") -> "_GridSpec":
         return self.replace(
             repeats=scale_repeats(self.repeats, factors, depth_rounding),
             width=self.width * factors.width,
-            resolution=factors.resolve_resolution(self.resolution),
+            resolution=max(self.min_resolution, factors.resolve_resolution(self.resolution)),
             dropout=self.dropout if factors.dropout is None else factors.dropout,
         )
 
@@ -75,6 +73,7 @@ class XceptionSpec(_GridSpec):
     family = "xception"
     _n_grids = 1
     _grid_names = ("middle_flow",)
+    min_resolution = 32  # padded entry flow: any side the other families take
 
     repeats: tuple[int, ...] = (8,)
     resolution: int = 299

@@ -23,6 +23,7 @@ from typing import Any
 
 from compscale.errors import UserError
 from compscale.scaling import ScaleFactors, round_filters, round_repeats
+from compscale.specs import checks
 from compscale.specs.base import ModelSpec
 
 Branches = tuple[tuple[int, ...], ...]
@@ -90,27 +91,39 @@ class InceptionResNetV2Spec(ModelSpec):
             value = getattr(self, f.name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, f.name, _tuples(value))
-        if self.stem_type not in STEM_TYPES:
-            raise UserError(f"unknown stem_type {self.stem_type!r}; use imagenet or cifar")
-        if not isinstance(self.resolution, int) or self.resolution < self.min_resolution:
+        checks.choice("stem_type", self.stem_type, STEM_TYPES)
+        if not checks.is_int(self.resolution) or self.resolution < self.min_resolution:
             what = "stem" if self.stem_type == "cifar" else "valid-padded stem"
             raise UserError(
                 f"Inception-ResNet-v2 needs an input side >= {self.min_resolution} "
-                f"({what} and two stride-2 reductions), got {self.resolution!r}"
+                f"({what} and two stride-2 reductions), got {checks.echo(self.resolution)}"
             )
-        if len(self.stem) != 5:
-            raise UserError(f"the stem has 5 convolutions, got {len(self.stem)} widths")
+        checks.resolution(self.resolution, self.min_resolution)
+        if not isinstance(self.stem, tuple) or len(self.stem) != 5:
+            raise UserError(f"the stem has 5 convolutions, got {checks.echo(self.stem)}")
         for name, shape in BRANCH_SHAPES.items():
             value = getattr(self, name)
-            if tuple(len(b) for b in value) != shape:
-                raise UserError(f"{name} must have branches of {shape} convolutions, got {value!r}")
+            if (not isinstance(value, tuple) or not all(isinstance(b, tuple) for b in value)
+                    or tuple(len(b) for b in value) != shape):
+                raise UserError(f"{name} must have branches of {shape} convolutions, got {checks.echo(value)}")
         widths = [*self.stem, self.head_channels] + [w for n in BRANCH_SHAPES for b in getattr(self, n) for w in b]
-        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-            raise UserError("every channel width must be a positive integer")
-        if len(self.repeats) != 3 or any(not isinstance(r, int) or r < 0 for r in self.repeats):
-            raise UserError(f"repeats must be three non-negative integers (blocks A, B, C), got {self.repeats!r}")
-        if len(self.scales) != 3:
-            raise UserError(f"scales must be three numbers (blocks A, B, C), got {self.scales!r}")
+        if any(not checks.is_int(w) or w < 1 for w in widths):
+            bad = next(w for w in widths if not checks.is_int(w) or w < 1)
+            raise UserError(f"every channel width must be a positive integer, got {checks.echo(bad)}")
+        if max(widths) > checks.MAX_CHANNELS or self.channels_c > checks.MAX_CHANNELS:
+            raise UserError(f"channel widths must total at most {checks.MAX_CHANNELS:,} per layer, got "
+                            f"{max(max(widths), self.channels_c):,}")
+        if (not isinstance(self.repeats, tuple) or len(self.repeats) != 3
+                or any(not checks.is_int(r) or r < 0 for r in self.repeats)):
+            raise UserError(f"repeats must be three non-negative integers (blocks A, B, C), "
+                            f"got {checks.echo(self.repeats)}")
+        checks.blocks(self.family, sum(self.repeats) + 1)
+        if not isinstance(self.scales, tuple) or len(self.scales) != 3:
+            raise UserError(f"scales must be three numbers (blocks A, B, C), got {checks.echo(self.scales)}")
+        object.__setattr__(self, "scales", tuple(checks.number(f"scales[{i}]", v, -1e3, 1e3)
+                                                 for i, v in enumerate(self.scales)))
+        object.__setattr__(self, "final_scale", checks.number("final_scale", self.final_scale, -1e3, 1e3))
+        checks.common(self, check_resolution=False)
 
     # --- trunk widths follow from the concatenations ---------------------------------------------------
     @property

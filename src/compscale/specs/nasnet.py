@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from compscale.errors import UserError
 from compscale.scaling import ScaleFactors, round_repeats
+from compscale.specs import checks
 from compscale.specs._classic import check_common, positive_int, scale_channels
 from compscale.specs.base import ModelSpec
 
@@ -34,8 +35,9 @@ class _CellNetSpec(ModelSpec):
 
     def __post_init__(self) -> None:
         check_common(self)
-        positive_int("cells_per_stack", self.cells_per_stack)
-        positive_int("penultimate_filters", self.penultimate_filters)
+        positive_int("cells_per_stack", self.cells_per_stack, checks.MAX_BLOCKS)
+        checks.blocks(self.family, 3 * self.cells_per_stack, 16, "cells")
+        positive_int("penultimate_filters", self.penultimate_filters, checks.MAX_CHANNELS)
         positive_int("stem_channels", self.stem_channels)
         if self.penultimate_filters % self._divisor:
             raise UserError(f"penultimate_filters must be a multiple of {self._divisor},"

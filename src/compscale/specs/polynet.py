@@ -10,17 +10,19 @@ as in the released model. Compound scaling multiplies the modules per stage by d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from compscale.errors import UserError
 from compscale.scaling import ScaleFactors
-from compscale.specs._classic import check_common, positive_int, scale_repeats
+from compscale.specs import checks
+from compscale.specs._classic import check_common, repeat_counts, scale_repeats
 from compscale.specs.base import ModelSpec
 
 
 @dataclass(frozen=True, kw_only=True)
 class PolyNetSpec(ModelSpec):
     family = "polynet"
+    #: The smallest input side its valid-padded (Inception-ResNet-v2) stem and reductions accept.
+    min_resolution: ClassVar[int] = 75
 
     repeats: tuple[int, ...] = (10, 20, 10)
     width: float = 1.0
@@ -32,10 +34,9 @@ class PolyNetSpec(ModelSpec):
 
     def __post_init__(self) -> None:
         check_common(self)
-        if len(self.repeats) != 3:
-            raise UserError(f"a PolyNet spec needs 3 repeat counts (stages A, B, C), got {len(self.repeats)}")
-        for r in self.repeats:
-            positive_int("repeats", r)
+        repeat_counts(self, "repeats", 3, " (stages A, B, C)", weight=4)
+        for name in ("scale_start", "scale_end"):
+            object.__setattr__(self, name, checks.number(name, getattr(self, name), -1e3, 1e3))
 
     def module_scales(self) -> list[float]:
         """The residual scale of every module, falling linearly over the whole network (1.0 → 0.7)."""
@@ -47,7 +48,7 @@ class PolyNetSpec(ModelSpec):
         return self.replace(
             repeats=scale_repeats(self.repeats, factors, depth_rounding),
             width=self.width * factors.width,
-            resolution=factors.resolve_resolution(self.resolution),
+            resolution=max(self.min_resolution, factors.resolve_resolution(self.resolution)),
             dropout=self.dropout if factors.dropout is None else factors.dropout,
         )
 

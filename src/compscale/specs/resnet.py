@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from compscale.errors import UserError
 from compscale.scaling import MIN_RESOLUTION, ScaleFactors, round_cardinality, round_filters, round_repeats
+from compscale.specs import checks
 from compscale.specs.base import ModelSpec
 
 Aggregation = Literal["grouped", "paths"]
@@ -48,18 +49,26 @@ class ResNetStage:
     planes: int
     stride: int
 
+    def __post_init__(self) -> None:
+        _positive_int("stage repeats", self.repeats, checks.MAX_BLOCKS)
+        _positive_int("stage planes", self.planes)
+        if not checks.is_int(self.stride) or self.stride not in (1, 2):
+            raise UserError(f"stage stride must be 1 or 2, got {checks.echo(self.stride)}")
+
 
 def resnet_stages(layers: tuple[int, ...] | list[int]) -> tuple[ResNetStage, ...]:
     """The four ImageNet stages with the given repeats, e.g. (3, 4, 6, 3) for ResNet-50."""
-    layers = tuple(layers)
+    layers = checks.sequence("layers", layers)
     if len(layers) != len(RESNET_PLANES):
         raise UserError(f"give {len(RESNET_PLANES)} stage depths (e.g. 3,4,6,3), got {len(layers)}")
-    return tuple(ResNetStage(int(r), p, s) for r, p, s in zip(layers, RESNET_PLANES, RESNET_STRIDES))
+    return tuple(ResNetStage(r, p, s) for r, p, s in zip(layers, RESNET_PLANES, RESNET_STRIDES))
 
 
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{name} must be a positive integer, got {value!r}")
+def _positive_int(name: str, value: Any, hi: int = checks.MAX_CHANNELS) -> None:
+    if not checks.is_int(value) or value < 1:
+        raise UserError(f"{name} must be a positive integer, got {checks.echo(value)}")
+    if value > hi:
+        raise UserError(f"{name} must be a positive integer of at most {hi:,}, got {value:,}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,28 +98,32 @@ class ResNetSpec(ModelSpec):
     zero_init_last: bool = True
 
     def __post_init__(self) -> None:
-        if not self.stages:
+        stages = checks.sequence("stages", self.stages)
+        if not stages:
             raise UserError("a ResNet needs at least one stage")
-        for name in ("cardinality", "base_width", "expansion", "stem_channels", "resolution"):
-            _positive_int(name, getattr(self, name))
-        if self.resolution < MIN_RESOLUTION:
-            raise UserError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {self.resolution}")
-        if self.aggregation not in AGGREGATIONS:
-            raise UserError(f"unknown aggregation {self.aggregation!r}; use grouped or paths")
-        if self.stem_type not in STEM_TYPES:
-            raise UserError(f"unknown stem_type {self.stem_type!r}; use imagenet or cifar")
-        for stage in self.stages:
+        if stages is not self.stages:
+            object.__setattr__(self, "stages", stages)
+        for name in ("cardinality", "base_width", "expansion", "stem_channels"):
+            _positive_int(name, getattr(self, name), checks.MAX_EXPAND if name == "expansion" else checks.MAX_CHANNELS)
+        checks.resolution(self.resolution, MIN_RESOLUTION)
+        checks.choice("aggregation", self.aggregation, AGGREGATIONS)
+        checks.choice("stem_type", self.stem_type, STEM_TYPES)
+        checks.common(self, check_resolution=False)
+        checks.boolean("zero_init_last", self.zero_init_last)
+        for i, stage in enumerate(stages):
             if not isinstance(stage, ResNetStage):
-                raise UserError(f"invalid stage {stage!r}")
-            _positive_int("stage repeats", stage.repeats)
-            _positive_int("stage planes", stage.planes)
-            if stage.stride not in (1, 2):
-                raise UserError(f"stage stride must be 1 or 2, got {stage.stride!r}")
+                raise UserError(f"stages[{i}] must be a ResNet stage (repeats, planes, stride), "
+                                f"got {checks.echo(stage)}")
             if self.group_width(stage) < 1:
                 raise UserError(
                     f"planes {stage.planes} with base_width {self.base_width} give a group width of 0 "
                     "(floor(planes * base_width / 64) must be >= 1)"
                 )
+            widest = max(self.bottleneck_width(stage), self.out_channels(stage))
+            if widest > checks.MAX_CHANNELS:
+                raise UserError(f"stages[{i}] has {widest:,} channels (planes x base_width / 64 x cardinality, "
+                                f"planes x expansion): at most {checks.MAX_CHANNELS:,}")
+        checks.blocks(self.family, sum(s.repeats for s in stages))
 
     # --- the ResNeXt width rule ------------------------------------------------------------------------
     def group_width(self, stage: ResNetStage) -> int:

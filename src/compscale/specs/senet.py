@@ -13,7 +13,8 @@ from typing import Any
 
 from compscale.errors import UserError
 from compscale.scaling import ScaleFactors
-from compscale.specs._classic import check_common, positive_int, scale_channels, scale_repeats
+from compscale.specs import checks
+from compscale.specs._classic import check_common, positive_int, repeat_counts, scale_channels, scale_repeats
 from compscale.specs.base import ModelSpec
 
 
@@ -31,10 +32,15 @@ class SENetSpec(ModelSpec):
 
     def __post_init__(self) -> None:
         check_common(self)
-        if len(self.layers) != len(self.planes) or not self.layers:
-            raise UserError("give one block count per stage (layers and planes of equal length)")
-        for v in (*self.layers, *self.planes, self.groups, self.reduction, self.stem_channels):
-            positive_int("SENet layers/planes/groups/reduction/stem_channels", v)
+        if (not isinstance(self.layers, tuple) or not isinstance(self.planes, tuple)
+                or len(self.layers) != len(self.planes) or not self.layers):
+            raise UserError("give one block count per stage (layers and planes of equal length), got "
+                            f"layers {checks.echo(self.layers)}, planes {checks.echo(self.planes)}")
+        repeat_counts(self, "layers", weight=2)
+        for i, p in enumerate(self.planes):
+            positive_int(f"planes[{i}]", p, checks.MAX_CHANNELS // 4)
+        for name in ("groups", "reduction", "stem_channels"):
+            positive_int(name, getattr(self, name))
         for p in self.planes:
             if (2 * p) % self.groups or (4 * p) % self.groups:
                 raise UserError(f"planes {p}: 2p and 4p must be divisible by groups={self.groups}")

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 
 from compscale.compound import realized_cost
 from compscale.errors import UserError
-from compscale.jobs.runner import Job, JobResult, RunSettings, require_all_finished
+from compscale.jobs.runner import Job, JobResult, RunSettings, job_seeds, require_all_finished
 from compscale.specs import ModelSpec
 
 #: Realized cost within this fraction of the target counts as matched (the acceptance criterion).
@@ -82,12 +82,12 @@ def match_record(name: str, spec: ModelSpec, target: float | None, **extra: Any)
 
 
 def model_jobs(models: list[dict[str, Any]], settings: RunSettings) -> list[Job]:
-    """One job per (model, seed); seed k of every model is the same seed (paired data order)."""
+    """One job per model whose seeds train packed (``settings.pack``), else one per (model, seed); seed k of every
+    model is the same seed (paired data order)."""
     from compscale.specs import spec_from_dict
 
-    return [Job(spec_from_dict(m["spec"]), (settings.seed + k,), m["name"], {"model": m["name"],
-                                                                            "seed": settings.seed + k})
-            for m in models for k in range(settings.seeds)]
+    return [Job(spec_from_dict(m["spec"]), seeds, m["name"], {"model": m["name"]})
+            for m in models for seeds in job_seeds(settings)]
 
 
 def band(values: list[float]) -> dict[str, Any]:

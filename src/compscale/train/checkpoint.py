@@ -15,6 +15,7 @@ re-seeded from (seed, rank, step). So (epoch, step) *is* the data-order and RNG 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compscale.errors import UserError
+from compscale.errors import UserError, echo, first_line
 from compscale.io import atomic_path
 
 FORMAT = "compscale-train-state/1"
@@ -72,10 +73,12 @@ def save_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.opti
 
 
 def remove_stale_temporaries(out: str | Path) -> int:
-    """Delete the temporary files a killed run left beside its checkpoint (``.checkpoint.safetensors.*.tmp``:
-    written, never renamed, so never part of the state); returns how many. Only the one running process of an
-    output folder may call this."""
-    removed = 0
+    """Delete the temporary files a killed run left beside its checkpoint (``.cs-*.tmp`` and staging folders,
+    and ``.checkpoint.safetensors.*.tmp`` of older versions: written, never renamed, so never part of the
+    state); returns how many. Only the one running process of an output folder may call this."""
+    from compscale.io import remove_stale_temporaries as remove_orphans
+
+    removed = remove_orphans(out)
     for tmp in Path(out).glob(f".{CHECKPOINT_NAME}.*.tmp"):
         tmp.unlink(missing_ok=True)
         removed += 1
@@ -105,8 +108,8 @@ class TrainState:
             raise UserError(f"{self.path}: the optimizer state does not fit this model and optimizer")
         try:
             optimizer.load_state_dict({"state": state, "param_groups": groups})
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise UserError(f"{self.path}: cannot restore the optimizer state: {err}") from None
+        except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as err:
+            raise UserError(f"{self.path}: cannot restore the optimizer state: {first_line(err)}") from None
 
     def restore_scaler(self, scaler: torch.amp.GradScaler | None) -> None:
         if scaler is None or not scaler.is_enabled() or "scaler/scale" not in self.tensors:
@@ -127,8 +130,134 @@ def load_checkpoint(path: str | Path) -> TrainState:
         raise UserError(f"{path} is not a readable checkpoint: {err}") from None
     if raw_meta.get("format") != FORMAT:
         raise UserError(f"{path} is not a compscale training checkpoint")
-    meta = {k: json.loads(v) for k, v in raw_meta.items() if k != "format"}
+    meta = {}
+    for key, text in raw_meta.items():
+        if key == "format":
+            continue
+        try:
+            meta[key] = json.loads(text)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, an int of 5,000 digits, nesting
+            raise UserError(f"{path}: its {echo(key)} entry is not valid JSON ({first_line(err)})") from None
+    try:
+        _check_meta(meta)
+        _check_tensors(tensors)
+    except UserError as err:
+        raise UserError(f"{path} is not a valid checkpoint: {err}") from None
     return TrainState(path, tensors, meta)
+
+
+#: The most epochs a run (and so a checkpoint) may have: TrainConfig's own bound.
+MAX_CHECKPOINT_EPOCHS = 100_000
+#: The most optimisation steps one epoch may have in a checkpoint.
+MAX_STEPS_PER_EPOCH = 10**9
+
+
+def _count(name: str, value: Any, hi: int, lo: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise UserError(f"{name} must be an integer from {lo} to {hi:,}, got {echo(value)}")
+    return value
+
+
+def _finite(name: str, value: Any, lo: float = -math.inf, hi: float = math.inf) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not lo <= value <= hi):
+        raise UserError(f"{name} must be a finite number in [{lo:g}, {hi:g}], got {echo(value)}")
+    return float(value)
+
+
+def _check_history(history: Any, epoch: int) -> None:
+    """One record per finished epoch: epoch k+1 at index k, its losses finite, its accuracies in [0, 1]."""
+    if not isinstance(history, list) or len(history) > epoch:
+        raise UserError(f"history must be a list of at most {epoch} epoch records, got {echo(history)}")
+    for i, record in enumerate(history):
+        if not isinstance(record, dict) or record.get("epoch") != i + 1 or isinstance(record.get("epoch"), bool):
+            raise UserError(f"history[{i}] must be the record of epoch {i + 1}, got {echo(record)}")
+        for key in ("train_loss", "loss"):  # a test loss may be NaN (a diverged evaluation), never negative
+            value = record.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise UserError(f"history[{i}].{key} must be a loss (a number >= 0), got {echo(value)}")
+        for key in ("top1", "top5"):
+            _finite(f"history[{i}].{key}", record.get(key), 0.0, 1.0)
+
+
+def _check_optimizer(optim: Any) -> None:
+    """The optimizer's JSON part: its parameter groups (parameter indices, finite hyper-parameters) and
+    per-parameter scalars."""
+    if not isinstance(optim, dict) or not isinstance(optim.get("param_groups"), list) \
+            or not isinstance(optim.get("scalars"), dict):
+        raise UserError(f"optimizer must be a mapping of param_groups and scalars, got {echo(optim)}")
+    for i, group in enumerate(optim["param_groups"]):
+        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
+            raise UserError(f"optimizer param_groups[{i}] must be a mapping with params, got {echo(group)}")
+        for p in group["params"]:
+            _count(f"optimizer param_groups[{i}].params", p, 10**9)
+        for key, value in group.items():
+            if key == "params" or value is None or isinstance(value, (bool, str)):
+                continue
+            values = value if isinstance(value, list) else [value]
+            for v in values:
+                _finite(f"optimizer param_groups[{i}].{key}", v)
+    for pid, scalars in optim["scalars"].items():
+        if not pid.isdecimal() or not isinstance(scalars, dict):
+            raise UserError(f"optimizer scalars must map parameter indices to mappings, got {echo(pid)}")
+        for key, value in scalars.items():
+            if value is not None and not isinstance(value, bool):
+                _finite(f"optimizer scalars[{pid}].{key}", value)
+
+
+def _check_meta(meta: dict[str, Any]) -> None:
+    """Every entry the engine reads back, checked: a hostile or damaged file is one line, never a traceback,
+    a negative epoch or a loop that never ends."""
+    for key in ("epoch", "step_in_epoch", "optimizer"):
+        if key not in meta:
+            raise UserError(f"it has no {key!r} entry")
+    epoch = _count("epoch", meta["epoch"], MAX_CHECKPOINT_EPOCHS)
+    _count("step_in_epoch", meta["step_in_epoch"], MAX_STEPS_PER_EPOCH)
+    if "global_step" in meta:
+        _count("global_step", meta["global_step"], MAX_CHECKPOINT_EPOCHS * MAX_STEPS_PER_EPOCH)
+    _check_history(meta.get("history", []), epoch)
+    _count("ema_updates", meta.get("ema_updates", 0), 10**15)
+    loss = meta.get("epoch_loss", [0.0, 0])
+    if not isinstance(loss, list) or len(loss) != 2:
+        raise UserError(f"epoch_loss must be [loss sum, images], got {echo(loss)}")
+    _finite("epoch_loss[0]", loss[0], 0.0)
+    _count("epoch_loss[1]", loss[1], 10**15)
+    _check_optimizer(meta["optimizer"])
+    for key in ("config", "scaler"):
+        if key in meta and not isinstance(meta[key], dict):
+            raise UserError(f"{key} must be a mapping, got {echo(meta[key])}")
+    for key, value in meta.get("scaler", {}).items():
+        if value is not None and not isinstance(value, bool):
+            _finite(f"scaler.{key}", value)
+    if "spec" in meta:
+        from compscale.specs import spec_from_dict
+
+        try:
+            spec_from_dict(meta["spec"])
+        except RecursionError:
+            raise UserError("its spec is nested too deeply") from None
+        except UserError as err:
+            raise UserError(f"its spec is invalid: {err}") from None
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor]) -> None:
+    """No NaN or infinite value anywhere; the EMA's tensors of the model's kinds (float or integer); the
+    optimizer's keys ``optim/<parameter index>/<name>``."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{echo(key)} holds NaN or infinite values")
+        if tensor.is_complex():
+            raise UserError(f"{echo(key)} holds complex values")
+        if key.startswith("ema/") and f"model/{key[4:]}" in tensors:
+            if tensor.is_floating_point() != tensors[f"model/{key[4:]}"].is_floating_point():
+                kind = str(tensor.dtype).replace("torch.", "")
+                raise UserError(f"{echo(key)} holds {kind} values, unlike the model's")
+        if key.startswith("optim/"):
+            parts = key.split("/")
+            if len(parts) != 3 or not parts[1].isdecimal() or not parts[2]:
+                raise UserError(f"{echo(key)} is not an optimizer state key (optim/<index>/<name>)")
+        if key.startswith("model/") and tensor.dtype == torch.bool:
+            raise UserError(f"{echo(key)} holds bool values")
 
 
 def spec_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
@@ -158,8 +287,23 @@ def check_weights_spec(path: str | Path, saved: dict[str, Any] | None, current: 
                         f"there, {short(current.get(field))} here)")
 
 
+def read_checkpoint_config(path: str | Path) -> dict[str, Any] | None:
+    """The resolved config a checkpoint was trained with, read from its metadata alone (no tensor is loaded);
+    None when the file is absent or unreadable (resuming it then says why)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+        config = json.loads(meta.get("config", "null"))
+    except (SafetensorError, OSError, ValueError, RecursionError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def read_weights_spec(path: str | Path) -> dict[str, Any] | None:
-    """The model spec recorded in a safetensors weights file's metadata (None when absent or not safetensors)."""
+    """The model spec recorded in a safetensors weights file's metadata, every field checked (None when absent
+    or not safetensors; one line naming the file when it is not a valid spec)."""
     path = Path(path)
     if path.suffix != ".safetensors" or not path.is_file():
         return None
@@ -170,7 +314,13 @@ def read_weights_spec(path: str | Path) -> dict[str, Any] | None:
             meta = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise UserError(f"{path} is not a readable safetensors file: {err}") from None
-    try:
-        return json.loads(meta["spec"]) if "spec" in meta else None
-    except json.JSONDecodeError:
+    if "spec" not in meta:
         return None
+    from compscale.specs import spec_from_json
+
+    try:
+        return spec_from_json(meta["spec"]).as_dict()
+    except UserError as err:
+        raise UserError(f"{path} records an invalid model spec in its metadata: {err}") from None
+    except RecursionError:
+        raise UserError(f"{path} records an invalid model spec in its metadata: nested too deeply") from None

@@ -83,6 +83,19 @@ def derive_seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
+def seed_rng(seed: int, device: torch.device) -> None:
+    """Seed the generator that dropout and stochastic depth draw from on ``device`` (the CPU one, and the
+    current CUDA device's when training there).
+
+    Not ``torch.manual_seed``: it also seeds every other backend, and in torch 2.x each lazily initialised one
+    records a stack trace — about 150 µs a call, which, once per step and once per augmented sample, cost a
+    small model a third of its training time.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
 class GlobalBatchSampler(torch.utils.data.Sampler):
     """The indices this process loads in one epoch, as ``(index, augmentation seed)`` pairs.
 

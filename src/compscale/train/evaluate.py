@@ -20,7 +20,7 @@ from compscale.models.registry import model_spec
 from compscale.train.checkpoint import check_weights_spec, read_weights_spec
 from compscale.train.distributed import DistInfo, all_reduce_sum, pick_device
 
-__all__ = ["EvalResult", "autocast", "eval_loader", "eval_model", "evaluate"]
+__all__ = ["EvalResult", "autocast", "eval_loader", "eval_model", "evaluate", "evaluate_members"]
 
 
 @dataclass
@@ -47,33 +47,58 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
+class _Tally:
+    """Running sums of one model's evaluation: loss, top-5 hits and the confusion matrix."""
+
+    def __init__(self, num_classes: int, device: torch.device) -> None:
+        self.classes, self.k = num_classes, min(5, num_classes)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct5 = torch.zeros((), dtype=torch.int64, device=device)
+        self.confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        logits = logits.float()
+        self.loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+        topk = logits.topk(self.k, dim=1).indices
+        self.correct5 += (topk == y[:, None]).any(1).sum()
+        self.confusion += torch.bincount(y * self.classes + topk[:, 0], minlength=self.classes * self.classes)
+
+    def result(self, info: DistInfo) -> EvalResult:
+        for t in (self.loss_sum, self.correct5, self.confusion):
+            all_reduce_sum(t, info)
+        confusion = self.confusion.view(self.classes, self.classes).cpu()
+        count = int(confusion.sum())
+        if count == 0:
+            raise UserError("the evaluation set is empty")
+        return EvalResult(float(self.loss_sum) / count, float(confusion.trace()) / count, int(self.correct5) / count,
+                          count, confusion)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, prep: BatchPreparer, num_classes: int,
              info: DistInfo = DistInfo(), amp_dtype: torch.dtype | None = None) -> EvalResult:
     """Accuracy of ``model`` over ``loader`` (each process its shard; sums are combined across processes)."""
+    return evaluate_members(model, loader, prep, num_classes, info, amp_dtype, members=0)[0]
+
+
+@torch.no_grad()
+def evaluate_members(model: nn.Module, loader: torch.utils.data.DataLoader, prep: BatchPreparer, num_classes: int,
+                     info: DistInfo = DistInfo(), amp_dtype: torch.dtype | None = None,
+                     members: int = 0) -> list[EvalResult]:
+    """Accuracy of each member of a packed model (``members`` = k: every member sees the same test batch, and
+    the model returns logits (B, k, classes)); ``members=0`` evaluates an ordinary model (one result)."""
     model.eval()
     device = prep.device
-    k = min(5, num_classes)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct5 = torch.zeros((), dtype=torch.int64, device=device)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    tallies = [_Tally(num_classes, device) for _ in range(max(1, members))]
     for x, y in loader:
         x, y = prep(x), y.to(device)
+        if members:
+            x = torch.cat([x] * members, dim=1)  # member m's input in channels m·C..(m+1)·C
         with autocast(device, amp_dtype):
             logits = model(x)
-        logits = logits.float()
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
-        topk = logits.topk(k, dim=1).indices
-        correct5 += (topk == y[:, None]).any(1).sum()
-        confusion += torch.bincount(y * num_classes + topk[:, 0], minlength=num_classes * num_classes)
-    for t in (loss_sum, correct5, confusion):
-        all_reduce_sum(t, info)
-    confusion = confusion.view(num_classes, num_classes).cpu()
-    count = int(confusion.sum())
-    if count == 0:
-        raise UserError("the evaluation set is empty")
-    return EvalResult(float(loss_sum) / count, float(confusion.trace()) / count, int(correct5) / count, count,
-                      confusion)
+        for m, tally in enumerate(tallies):
+            tally.add(logits[:, m] if members else logits, y)
+    return [t.result(info) for t in tallies]
 
 
 def eval_loader(dataset: torch.utils.data.Dataset, batch_size: int, info: DistInfo, workers: int = 0):
@@ -87,12 +112,14 @@ def eval_model(model_name: str, weights: str | Path, data_name: str, resolution:
                batch_size: int = 128, device: str = "auto", workers: int = 0,
                amp: bool = False) -> tuple[EvalResult, DataBundle]:
     """Evaluate a trained weights file on a dataset's test split (the model is built for the data's classes)."""
+    from compscale.compound import check_model_size
     from compscale.models.registry import build_model, resolve_spec
     from compscale.models.weights import load_weights
 
     base = model_spec(model_name)
     saved = read_weights_spec(weights)
     res = resolution or (saved or {}).get("resolution") or base.resolution
+    check_model_size(resolve_spec(base, resolution=res))  # before any data is read or module built
     data = load_dataset(data_name, res, "none")
     in_chans = (saved or {}).get("in_chans", data.channels)
     spec = resolve_spec(base, data.num_classes, in_chans, resolution=res)

@@ -19,9 +19,10 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ from torch import nn
 from compscale.data import BatchPreparer, DataBundle, collate, load_dataset
 from compscale.errors import UserError
 from compscale.io import atomic_write_text
+from compscale.locks import output_lock
 from compscale.models.registry import model_spec
 from compscale.progress import Progress, report, silent
 from compscale.specs import is_spec_file
@@ -47,6 +49,7 @@ from compscale.train.distributed import (
     all_reduce_sum,
     derive_seed,
     init_distributed,
+    seed_rng,
     shutdown,
 )
 from compscale.train.ema import ModelEma
@@ -88,6 +91,18 @@ def build_for_data(cfg: TrainConfig, data: DataBundle) -> nn.Module:
     return model
 
 
+def precise_bn_images(data: DataBundle, cfg: TrainConfig) -> Iterator[torch.Tensor]:
+    """The uint8 batches precise BatchNorm re-estimates on: ``cfg.precise_bn`` training images, a fixed random
+    subset for ``cfg.seed`` (ImageFolder lists images class by class, so the first N would be one class),
+    augmented with fixed seeds — the same on every process and every epoch, so a resumed run stays bit-exact."""
+    g = torch.Generator().manual_seed(derive_seed(cfg.seed, 0xB7))
+    picked = torch.randperm(len(data.train), generator=g)[: cfg.precise_bn].tolist()
+    indices = [(i, derive_seed(cfg.seed, 0xB7, i)) for i in picked]
+    loader = torch.utils.data.DataLoader(data.train, batch_size=cfg.eval_batch_size, sampler=indices,
+                                         num_workers=cfg.workers, collate_fn=collate)
+    return (x for x, _ in loader)
+
+
 # --- training --------------------------------------------------------------------------------------------
 
 
@@ -104,8 +119,13 @@ def train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torc
     return loss.detach()
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = None,
+          overwrite: bool = False) -> dict[str, Any]:
     """Run ``cfg`` (resuming from ``cfg.out`` when asked and a checkpoint is there); the final metrics.
+
+    The output folder is locked for the whole run (a second run into it is refused, naming this one's PID);
+    a folder that already holds a run (finished or not) is refused unless ``resume`` (continue it) or
+    ``overwrite`` (its files are deleted first).
 
     ``progress`` receives ``train_start`` (``info``: the run's data, model and device), ``epoch_start``
     (``done``/``total``: the step it starts at / steps per epoch; ``info``: ``epoch``, ``epochs``), ``step``
@@ -120,12 +140,36 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     # Process-wide settings a run changes (threads, deterministic kernels) are put back afterwards.
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     try:
-        return _Run(cfg, info, resume, progress or silent).run()
+        with _output_folder(cfg, info, resume, overwrite):
+            return _Run(cfg, info, resume, progress or silent).run()
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1])
         torch.backends.cudnn.benchmark = saved[2]
         shutdown(info)
+
+
+#: The files a run leaves in its folder: any of them there means a run was started there.
+RUN_FILES = (CHECKPOINT_NAME, "model.safetensors", "metrics.jsonl", "config.yaml", "metrics.png")
+
+
+@contextmanager
+def _output_folder(cfg: TrainConfig, info: DistInfo, resume: bool, overwrite: bool) -> Iterator[None]:
+    """The run's folder, locked by the main process while the run lasts; one that holds another run is kept
+    unless ``resume`` or ``overwrite`` (its run files deleted, under the lock, before anything is written)."""
+    if not info.is_main:
+        yield
+        return
+    out = Path(cfg.resolved(cfg.resolution or 0).out)
+    with output_lock(out, "training"):
+        present = [name for name in RUN_FILES if (out / name).exists()]
+        if present and not resume:
+            if not overwrite:
+                raise UserError(f"{out} already holds a run ({present[0]}); add --resume to continue it or "
+                                "--overwrite to replace it")
+            for name in present:
+                (out / name).unlink(missing_ok=True)
+        yield
 
 
 def _set_kernels(cfg: TrainConfig, device: torch.device) -> None:
@@ -278,7 +322,7 @@ class _Run:
     def run(self) -> dict[str, Any]:
         """Announce the run, train and evaluate every epoch still to do, then save the final weights."""
         self._announce()
-        self.pause_at = int(os.environ.get(PAUSE_ENV, "-1"))
+        self.pause_at = int(v) if (v := os.environ.get(PAUSE_ENV, "").strip()).isascii() and v.isdigit() else None
         self.last_save = time.monotonic()
         for index in range(self.start_epoch, self.cfg.epochs):
             self._run_epoch(index)
@@ -327,7 +371,7 @@ class _Run:
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(self.train_loader, start=epoch.start):
             step = epoch.index * spe + i
-            torch.manual_seed(derive_seed(cfg.seed, self.info.rank, step))  # dropout / stochastic depth
+            seed_rng(derive_seed(cfg.seed, self.info.rank, step), self.device)  # dropout / stochastic depth
             epoch.lr = set_lr(self.optimizer, cfg.lr, lr_factor(step, spe, cfg))
             loss = self._step(self.prep(x), y.to(self.device, non_blocking=True))
             epoch.loss_sum += loss.detach().double() * len(y)
@@ -392,14 +436,8 @@ class _Run:
         fixed seeds; the same on every process and every epoch, so a resumed run stays bit-exact."""
         from compscale.train.precise_bn import recalibrate_batchnorm
 
-        cfg = self.cfg
-        g = torch.Generator().manual_seed(derive_seed(cfg.seed, 0xB7))
-        picked = torch.randperm(len(self.data.train), generator=g)[: cfg.precise_bn].tolist()
-        indices = [(i, derive_seed(cfg.seed, 0xB7, i)) for i in picked]
-        loader = torch.utils.data.DataLoader(self.data.train, batch_size=cfg.eval_batch_size, sampler=indices,
-                                             num_workers=cfg.workers, collate_fn=collate)
         with autocast(self.device, self.amp_dtype):
-            recalibrate_batchnorm(module, (self.prep(x) for x, _ in loader))
+            recalibrate_batchnorm(module, (self.prep(x) for x in precise_bn_images(self.data, self.cfg)))
 
     def _sync_buffers(self) -> None:
         """Give every process rank 0's BatchNorm statistics (DDP syncs them only at the next forward)."""
