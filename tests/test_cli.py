@@ -57,7 +57,7 @@ def test_models_and_demo(capsys):
     data = json.loads(out)
     assert [r["model"] for r in data["official"]][-1] == "efficientnet_b7"
     assert all(abs(r["params_dev"]) < 0.05 and abs(r["macs_dev"]) < 0.05 for r in data["official"])
-    assert next(r for r in data["formula"] if r["phi"] == 1)["realized_ratio"] == pytest.approx(2.573, abs=0.005)
+    assert next(r for r in data["formula"] if r["phi"] == 1)["macs_ratio"] == pytest.approx(2.573, abs=0.005)
 
 
 @pytest.mark.parametrize(
@@ -85,6 +85,15 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, fragment):
     assert out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and lines[0].startswith("compscale: error:")
+    assert "error: compscale" not in lines[0]  # one prefix, not "compscale: error: compscale scale: ..."
+
+
+def test_a_usage_mistake_names_its_command_once(capsys):
+    code, out, err = run(capsys, "latency")
+    assert code == 2 and out == ""
+    assert err == "compscale: error: latency: the following arguments are required: model\n"
+    code, out, err = run(capsys, "study", "cardinality", "--budget", "x")
+    assert code == 2 and err.startswith("compscale: error: study cardinality: argument --budget: ")
 
 
 def test_console_script_exit_code_and_no_traceback():

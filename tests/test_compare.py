@@ -30,8 +30,8 @@ def test_resnext_vs_inception_resnet_json(capsys):
     assert second["params_ratio"] == pytest.approx(0.669, abs=0.001)
     assert second["activations"] == 25_059_976 and first["activations"] == 63_693_800
     # The paper's figures ride along, labelled, for the rows the seed table has.
-    assert (first["paper_model"], first["paper_top1"]) == ("ResNeXt-101", 80.9)
-    assert (second["paper_model"], second["paper_top1"], second["paper_macs"]) == ("Inception-ResNet-v2", 80.1, 13e9)
+    assert (first["paper_model"], first["paper_top1"]) == ("ResNeXt-101", 0.809)
+    assert (second["paper_model"], second["paper_top1"], second["paper_macs"]) == ("Inception-ResNet-v2", 0.801, 13e9)
 
 
 def test_resolution_for_all_and_per_model():
@@ -39,7 +39,7 @@ def test_resolution_for_all_and_per_model():
     assert [r["resolution"] for r in rows] == [160, 112, 160]
     assert rows[0]["macs"] < 4_089_184_256 * (160 / 224) ** 2 * 1.05
     assert rows[2]["macs_ratio"] == pytest.approx(rows[2]["macs"] / rows[0]["macs"])
-    assert rows[1]["paper_top1"] == 77.1 and rows[2]["paper_model"] is None
+    assert rows[1]["paper_top1"] == 0.771 and rows[2]["paper_model"] is None
 
 
 def test_text_table(capsys):

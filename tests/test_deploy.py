@@ -394,6 +394,6 @@ def test_cli_bench_openvino_and_precision(capsys):
                          "--backend", "openvino", "--repeats", 2, "--warmup", 1, "--json")
     assert code == 0, err
     (row,) = json.loads(out)
-    assert row["path"].startswith("OpenVINO fp32") and row["precision"] == "fp32" and row["latency_ms"] > 0
+    assert row["backend"].startswith("OpenVINO fp32") and row["precision"] == "fp32" and row["latency_ms"] > 0
     code, out, err = run(capsys, "bench", "efficientnet_lite0", "--backend", "eager", "--precision", "bf16")
     assert code == 2 and out == "" and "needs --backend openvino or best" in err

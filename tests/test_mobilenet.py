@@ -189,7 +189,7 @@ def test_spec_round_trips_through_json_and_builds_identically():
         (lambda: MobileNetSpec(stages=()), "at least one stage"),
         (lambda: MobileNetSpec(stages=(MobileNetStage("dense", 8, 1, 1),)), "unknown block"),
         (lambda: MobileNetSpec(stages=(MobileNetStage("separable", 8, 1, 1, expand_ratio=6),)), "no expansion"),
-        (lambda: MobileNetSpec(stages=(MobileNetStage("inverted", 8, 1, 3),)), "stride 1 or 2"),
+        (lambda: MobileNetSpec(stages=(MobileNetStage("inverted", 8, 1, 3),)), "stride must be 1 or 2"),
         (lambda: MobileNetSpec(head_channels=-1), "head_channels"),
         (lambda: MobileNetSpec(activation="gelu"), "unknown activation"),
         (lambda: spec_from_dict({"family": "mobilenet", "resolution": 224, "width": 2}), "unknown field"),
@@ -198,3 +198,58 @@ def test_spec_round_trips_through_json_and_builds_identically():
 def test_bad_input_is_a_user_error(make, fragment):
     with pytest.raises(UserError, match=fragment):
         make()
+
+
+_V2 = model_spec("mobilenetv2_100").as_dict()
+
+
+def _v2_with(stage: dict | None = None, **fields) -> dict:
+    data = json.loads(json.dumps(_V2))
+    data["stages"][1].update(stage or {})
+    return {**data, **fields}
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        (_v2_with({"repeats": 10**9}), "repeats must be an integer from 1 to 2,000"),
+        (_v2_with({"out_channels": 10**8}), "out_channels must be an integer from 1 to 1,048,576"),
+        (_v2_with(stem_channels=10**8), "stem_channels must be an integer from 1 to 1,048,576"),
+        (_v2_with(head_channels=10**8), "head_channels must be an integer from 0 to 1,048,576"),
+        (_v2_with({"expand_ratio": 10**6}), "expand_ratio must be an integer from 1 to 256"),
+        (_v2_with({"out_channels": 200_000, "expand_ratio": 6}), "too wide"),
+        (_v2_with({"kernel": 4}), "kernel must be odd"),
+        (_v2_with({"repeats": True}), "repeats must be an integer"),
+        (_v2_with({"out_channels": 2.5}), "out_channels must be an integer"),
+        (_v2_with({"block": "dense"}), "unknown block 'dense'"),
+        (_v2_with(dropout=float("nan")), "dropout must be a finite number"),
+        (_v2_with(resolution=10**9), "resolution must be at most"),
+        (_v2_with(num_classes=0), "num_classes must be an integer"),
+        (_v2_with(scale_stem_head="yes"), "scale_stem_head must be true or false"),
+        ({**_V2, "stages": [{**_V2["stages"][1], "repeats": 1500}] * 2}, "too deep"),
+        ({**_V2, "stages": "abc"}, "stages must be a list"),
+    ],
+)
+def test_every_field_is_checked_like_the_other_families(data, fragment):
+    """A MobileNet spec (from a file, weights' metadata or the API) gets the shared field checks
+    (compscale.specs.checks): 10⁹ repeats or 10⁸ channels are refused in one line, before anything is built."""
+    with pytest.raises(UserError, match=fragment) as err:
+        spec_from_dict(data)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("repeats", 10**9, "repeats must be an integer from 1 to 2,000"),
+    ("out_channels", 10**8, "out_channels must be an integer from 1 to 1,048,576"),
+])
+def test_cli_refuses_a_huge_mobilenet_spec_file_in_one_line(tmp_path, capsys, field, value, fragment):
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(_v2_with({field: value})))
+    assert main(["profile", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+
+
+def test_width_multiplier_too_wide_is_refused():
+    with pytest.raises(UserError, match="must be an integer from 1 to 1,048,576|too wide|at most"):
+        MobileNetSpec().scaled(ScaleFactors(width=1e5))

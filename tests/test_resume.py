@@ -60,6 +60,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
     mb = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["top1"], r["loss"]) for r in ma] == [(r["epoch"], r["top1"], r["loss"]) for r in mb]
     assert mb[1]["train_loss"] == pytest.approx(ma[1]["train_loss"], rel=1e-12)
+    # The interrupted epoch's step losses before the checkpoint come back from it: the same log, step for step.
+    assert [r["step_loss"] for r in ma] == [r["step_loss"] for r in mb]
 
     # Resuming a finished run does no more work and keeps the result.
     again = subprocess.run(_cmd(spec, tmp_path / "run", "--resume"), capture_output=True, text=True, timeout=300)

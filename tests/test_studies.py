@@ -74,10 +74,10 @@ def _check_model_rows(models):
         cost = realized_cost(spec)
         assert m["macs"] == cost.macs and m["params"] == cost.params  # realized, not nominal
         assert m["activations"] == cost.activations > 0
-        acc = m["accuracy"]
-        assert acc["seeds"] == 2 and len(acc["values"]) == 2
-        assert all(0.0 <= v <= 1.0 for v in acc["values"])
-        assert acc["min"] <= acc["mean"] <= acc["max"] and acc["std"] >= 0
+        # The study's JSON in the one vocabulary: top-1 over seeds as flat keys, fractions.
+        assert m["seeds"] == 2 and len(m["top1_per_seed"]) == 2
+        assert all(0.0 <= v <= 1.0 for v in m["top1_per_seed"])
+        assert m["top1_min"] <= m["top1_mean"] <= m["top1_max"] and m["top1_std"] >= 0
 
 
 def test_quick_cardinality_study(quick_cardinality):
@@ -105,6 +105,14 @@ def test_quick_cardinality_study(quick_cardinality):
     assert sum(d["layers"]) > sum(base["layers"])
     assert sorted(payload["ranking"]) == ["cardinality", "depth", "width"]
     assert payload["all_within_tolerance"] is True
+    # The winner's lead read as the demo reads its gaps: paired by seed, a 95% Student-t interval.
+    lead = payload["winner_paired"]
+    first, second = (models[d] for d in payload["ranking"][:2])
+    assert lead["pairs"] == 2 and lead["gap"] == pytest.approx(first["top1_mean"] - second["top1_mean"])
+    assert lead["gap_low"] <= lead["gap"] <= lead["gap_high"]
+    assert payload["winner_separated"] == (lead["outcome"] == "won")
+    section = (out / "section.md").read_text()
+    assert "paired 95% interval" in section and "mean ± std bands" not in section
 
 
 def test_rerun_resumes_the_finished_study(quick_cardinality, capsys):
@@ -113,7 +121,7 @@ def test_rerun_resumes_the_finished_study(quick_cardinality, capsys):
     rc, captured, seconds = _run(["study", "cardinality", "--quick", "--threads", "1", "--out", str(out)], capsys)
     assert rc == 0 and "4 jobs, 4 already done" in captured.err  # 4 models, their 2 seeds packed
     after = json.loads((out / "cardinality.json").read_text())
-    assert [m["accuracy"]["values"] for m in after["models"]] == [m["accuracy"]["values"] for m in before["models"]]
+    assert [m["top1_per_seed"] for m in after["models"]] == [m["top1_per_seed"] for m in before["models"]]
     # A different setting in the same study folder is refused in one line.
     rc, captured, _ = _run(["study", "cardinality", "--quick", "--epochs", "2", "--out", str(out)], capsys)
     assert rc == 2 and "other settings" in captured.err and len(captured.err.strip().splitlines()) == 1
@@ -137,6 +145,22 @@ def test_quick_families_study(quick_families):
         rows = sorted((m for m in payload["models"] if m["family"] == family), key=lambda m: m["level"])
         assert rows[0]["macs"] < rows[1]["macs"]  # cost grows with the level in every family
     assert [c["level"] for c in payload["comparison"]] == [1.0, 2.0]
+    for c in payload["comparison"]:
+        assert c["paired"]["pairs"] == 2 and c["paired"]["gap"] == pytest.approx(c["resnext_minus_inception"])
+        assert c["separated"] == (c["paired"]["outcome"] in ("won", "lost"))
+    assert "paired 95% interval" in (out / "section.md").read_text()
+
+
+def test_paired_reading_pairs_seed_k_with_seed_k():
+    from compscale.studies.common import band, paired
+
+    a = band([0.80, 0.70, 0.90], [2, 0, 1])  # seeds listed out of order
+    b = band([0.69, 0.885, 0.79], [0, 1, 2])
+    gap = paired(a, b)
+    assert gap.n == 3 and gap.mean == pytest.approx((0.01 + 0.015 + 0.01) / 3) and gap.verdict == "won"
+    assert paired(band([0.8]), band([0.7])).verdict == "no noise estimate"
+    with pytest.raises(UserError, match="share no seed"):
+        paired(band([0.8], [0]), band([0.7], [1]))
 
 
 @pytest.mark.parametrize("args, message", [

@@ -111,7 +111,11 @@ def test_tiny_model_learns_digits_in_under_a_minute(trained_digits):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, 7))
     assert records[-1]["top1"] == result["top1"] and records[0]["train_loss"] > records[-1]["train_loss"]
-    assert all(r["img_s"] > 0 and r["top5"] >= r["top1"] for r in records)
+    assert all(r["images_per_s"] > 0 and r["top5"] >= r["top1"] for r in records)
+    # Every step's training loss, in order; their mean is the epoch's (the last batch may be smaller).
+    assert all(len(r["step_loss"]) == r["step"] // r["epoch"] for r in records)
+    assert all(abs(sum(r["step_loss"]) / len(r["step_loss"]) - r["train_loss"]) < 0.05 * r["train_loss"]
+               for r in records)
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from compscale.train.config import load_config
 

@@ -115,6 +115,57 @@ def test_fashion_mnist_end_to_end_with_progress_bar(tmp_path):
     result = json.loads(proc.stdout)
     assert result["epochs"] == 1 and result["top1"] > 0.5  # well above chance (0.1) after 78 steps
     record = json.loads((tmp_path / "f" / "metrics.jsonl").read_text())
-    assert record["epoch"] == 1 and record["img_s"] > 0
+    assert record["epoch"] == 1 and record["images_per_s"] > 0
     for name in ("model.safetensors", "config.yaml", "metrics.png", "checkpoint.safetensors"):
         assert (tmp_path / "f" / name).is_file()
+
+
+def test_one_epoch_logs_every_step_evaluates_with_a_bar_and_writes_tensorboard(capsys, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from compscale.plots import _step_curve
+
+    tiny = tiny_spec_file(tmp_path / "tiny.json")
+    out, board = tmp_path / "run", tmp_path / "tb"
+    assert main(["train", tiny, "--data", "digits", "--epochs", "1", "--batch-size", "32", "--limit-train", "256",
+                 "--limit-test", "64", "--threads", "1", "--out", str(out), "--tensorboard", str(board),
+                 "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/1: test" in err  # the evaluation's own bar
+    # metrics.jsonl: one record per epoch, with the loss of each of its 8 steps (256 images / 32).
+    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert record["step"] == 8 and len(record["step_loss"]) == 8
+    assert sum(record["step_loss"]) / 8 == pytest.approx(record["train_loss"], rel=1e-6)  # equal batches
+    # metrics.png draws them: a one-epoch run is a curve of 8 points, not one dot.
+    xs, ys = _step_curve([record])
+    assert xs == pytest.approx([k / 8 for k in range(1, 9)]) and ys == record["step_loss"]
+    assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # TensorBoard: the loss and lr of every step, each epoch's test metrics, against the global step.
+    events = EventAccumulator(str(board))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) >= {"train/loss", "train/lr", "test/top1", "test/top5", "test/loss",
+                                             "train/epoch_loss"}
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == list(range(1, 9))
+    assert [e.value for e in losses] == pytest.approx(record["step_loss"], rel=1e-6)
+    (top1,) = events.Scalars("test/top1")
+    assert top1.step == 8 and top1.value == pytest.approx(record["top1"], rel=1e-6)
+    # eval over the test set (360 images, 12 batches of 32) shows a bar with its count and rate.
+    assert main(["eval", tiny, "--weights", str(out / "model.safetensors"), "--data", "digits", "--batch-size", "32",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["model"] == tiny
+    assert "evaluating" in captured.err and "12/12" in captured.err and "batch/s" in captured.err
+
+
+def test_tensorboard_without_the_package_is_one_line(capsys, tmp_path, monkeypatch):
+    tiny = tiny_spec_file(tmp_path / "tiny.json")
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    _one_line_error(capsys, ["train", tiny, "--data", "digits", "--tensorboard", str(tmp_path / "tb")],
+                    "pip install tensorboard")
+    (tmp_path / "afile").write_text("")
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard")
+    if __import__("importlib").util.find_spec("tensorboard") is not None:
+        _one_line_error(capsys, ["train", tiny, "--data", "digits", "--tensorboard", str(tmp_path / "afile")],
+                        "not a folder")

@@ -80,7 +80,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (no usage dump) and exit 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(one_line(f"{self.prog}: {message}"))
+        # main prints "compscale: error: "; the command's name follows it once ("latency: ..."), not the program's.
+        where = self.prog.split(maxsplit=1)[1] if " " in self.prog else ""
+        raise UserError(one_line(f"{where}: {message}" if where else message))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,8 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"compscale: error: {line}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("compscale: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        # An Interrupted run saved a checkpoint first and says how to resume; a bare Ctrl-C says nothing more.
+        message = error_line(err) if str(err) else ""
+        print("compscale: interrupted" + (f": {message}" if message else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

@@ -183,18 +183,39 @@ def scale(
                        realized_cost(base_spec).macs)
 
 
+def relative_budget(value: float | str | None, baseline: int, what: str) -> float | None:
+    """A budget as an absolute count: a number passes through; a string ``"4x"`` (or ``"0.5x"``) is that multiple
+    of ``baseline``, the baseline's realized count."""
+    if not isinstance(value, str):
+        return value
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*[xX]\s*", value)
+    factor = float(m.group(1)) if m else math.nan
+    if not (math.isfinite(factor) and factor > 0):
+        raise UserError(f"{what} must be a number or a positive multiple of the baseline such as '4x', "
+                        f"got {echo(value)}")
+    return factor * baseline
+
+
 def scale_to_budget(
     base: str | ModelSpec,
-    target_macs: float | None = None,
-    target_params: float | None = None,
+    target_macs: float | str | None = None,
+    target_params: float | str | None = None,
     scaling: CompoundScaling | None = None,
     depth_rounding: str = "ceil",
     step: float = 1e-3,
 ) -> ScaledModel:
-    """The largest φ whose *realized* architecture fits ``target_macs`` and/or ``target_params``."""
+    """The largest φ whose *realized* architecture fits ``target_macs`` and/or ``target_params``: absolute
+    counts (``1e9``), or multiples of the baseline's realized cost given as strings (``"4x"``: four times the
+    baseline's multiply-adds; ``target_params="2x"``: twice its parameters)."""
     scaling = scaling or CompoundScaling()
     base_spec = model_spec(base)
     _check_cardinality(base_spec, scaling)
+    if isinstance(target_macs, str) or isinstance(target_params, str):
+        base_cost = realized_cost(base_spec)
+        target_macs = relative_budget(target_macs, base_cost.macs, "target_macs")
+        target_params = relative_budget(target_params, base_cost.params, "target_params")
 
     def cost(phi: float) -> tuple[float, float]:
         try:

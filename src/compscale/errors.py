@@ -14,6 +14,10 @@ class UserError(ValueError):
     """A mistake in what the user asked for, explained in one readable line."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped on request (Ctrl-C, SIGTERM) after saving its state; the message says how to resume."""
+
+
 def first_line(err: BaseException | str, default: str | None = None) -> str:
     """The first non-empty line of an exception's message (or of ``err`` itself), cut to :data:`ECHO_LIMIT`.
 

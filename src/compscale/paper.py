@@ -14,13 +14,14 @@ class PaperRow:
     model: str
     top1: float
     top5: float
-    params: float | None  # parameters
-    macs: float | None  # multiply-adds ("FLOPs" in the paper)
+    params: int | None  # parameters
+    macs: int | None  # multiply-adds ("FLOPs" in the paper)
     group: str  # the EfficientNet of the same accuracy group
 
 
 def _r(model: str, top1: float, top5: float, params_m: float, macs_b: float | None, group: str) -> PaperRow:
-    return PaperRow(model, top1, top5, params_m * 1e6, None if macs_b is None else macs_b * 1e9, group)
+    # Whole counts, as every count compscale prints (4.1 * 1e9 would print as 4099999999.9999995).
+    return PaperRow(model, top1, top5, round(params_m * 1e6), None if macs_b is None else round(macs_b * 1e9), group)
 
 
 SEED_TABLE: tuple[PaperRow, ...] = (

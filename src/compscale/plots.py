@@ -29,22 +29,42 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110, tight: bool = False)
 
 
 def plot_metrics(history: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> None:
-    """A training run's loss (train and test) and test accuracy (top-1, top-5) per epoch, as a PNG.
+    """A training run's loss and test accuracy (top-1, top-5) as a PNG: the training loss of every step (a curve
+    even for one epoch), its mean per epoch, and the test loss per epoch, against the epoch (fractional).
 
-    ``history`` holds one record per epoch (``epoch``, ``train_loss``, ``loss``, ``top1``, ``top5``); nothing is
-    written when it is empty.
+    ``history`` holds one record per epoch (``epoch``, ``train_loss``, ``loss``, ``top1``, ``top5`` and, where
+    recorded, ``step`` and ``step_loss``); nothing is written when it is empty.
     """
     if not history:
         return
     plt = pyplot()
     epochs = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax1.plot(epochs, [r["loss"] for r in history], "s-", label="test")
-    ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend()
+    xs, ys = _step_curve(history)
+    if xs:
+        ax1.plot(xs, ys, "-", lw=0.8, alpha=0.6, color="tab:blue", label="train (each step)")
+    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue", label="train (epoch mean)")
+    ax1.plot(epochs, [r["loss"] for r in history], "s-", color="tab:orange", label="test")
+    ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend(fontsize=8)
     ax2.plot(epochs, [100 * r["top1"] for r in history], "o-", label="top-1")
     ax2.plot(epochs, [100 * r["top5"] for r in history], "s-", label="top-5")
     ax2.set_xlabel("epoch"), ax2.set_ylabel("test accuracy (%)"), ax2.legend()
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
+
+
+def _step_curve(history: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
+    """The per-step training losses of ``history`` (``step_loss``) against the epoch, fractional: the last loss
+    of an epoch's record is its ``step``, at x = its ``epoch``."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for r in history:
+        losses, step, epoch = r.get("step_loss"), r.get("step"), r.get("epoch")
+        if not losses or not step or not epoch:
+            continue
+        per_epoch = step / epoch
+        n = len(losses)
+        xs.extend((step - (n - 1 - j)) / per_epoch for j in range(n))
+        ys.extend(float(v) for v in losses)
+    return xs, ys

@@ -42,7 +42,8 @@ class Preprocess:
         if not checks.is_int(self.in_chans) or self.in_chans not in (1, 3):
             raise UserError(f"preprocess in_chans must be 1 or 3 (a grayscale or RGB image), "
                             f"got {checks.echo(self.in_chans)}")
-        checks.resolution(self.resolution, MIN_RESOLUTION, "preprocess resolution")  # at most MAX_RESOLUTION
+        # At least the smallest side any spec takes (an EfficientNet with a stride-1 stem: 16), at most MAX_RESOLUTION.
+        checks.resolution(self.resolution, MIN_RESOLUTION // 2, "preprocess resolution")
         object.__setattr__(self, "crop_pct", checks.number("preprocess crop_pct", self.crop_pct, 0.0, 1.0,
                                                            lo_open=True))
         for name, low, open_low in (("mean", -1e6, False), ("std", 0.0, True)):

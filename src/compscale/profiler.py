@@ -63,7 +63,8 @@ def profile(
 ) -> Profile:
     """Count params, multiply-adds and activations of ``model`` for one image of side ``resolution``.
 
-    ``model`` is a module or a registered name (built on the meta device). The resolution defaults to the
+    ``model`` is a module or any model reference (a registered name, a spec, a spec or weights file,
+    ``module:name``; built on the meta device). The resolution defaults to the
     model spec's. Weights are never read and no activation memory is allocated.
     """
     model = _as_module(model)
@@ -79,8 +80,9 @@ def profile(
 
 
 def _as_module(model: nn.Module | str) -> nn.Module:
-    """``model`` itself, or the registered model of that name built on the meta device."""
-    if isinstance(model, str):
+    """``model`` itself, or the model of a reference (a registered name, a spec or spec file, a weights file,
+    ``module:name``: :func:`compscale.models.registry.resolve_reference`) built on the meta device."""
+    if not isinstance(model, nn.Module):
         from compscale.models import create_model
 
         with torch.device("meta"):
@@ -90,15 +92,17 @@ def _as_module(model: nn.Module | str) -> nn.Module:
 
 def _input_size(model: nn.Module, resolution: int | tuple[int, int] | None) -> tuple[int, int]:
     """(height, width) of the input: ``resolution`` (one side or both), else the model spec's; checked."""
+    spec = getattr(model, "spec", None)
     if resolution is None:
-        spec = getattr(model, "spec", None)
         if spec is None:
             raise UserError("give a resolution: this model carries no spec")
         resolution = spec.resolution
+    # A spec made for smaller images (e.g. a stride-1 stem at 28 px) may go down to its own side.
+    lowest = min(MIN_RESOLUTION, getattr(spec, "resolution", MIN_RESOLUTION))
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
     for side in (h, w):
-        if int(side) != side or side < MIN_RESOLUTION:
-            raise UserError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {side!r}")
+        if int(side) != side or side < lowest:
+            raise UserError(f"resolution must be an integer >= {lowest}, got {side!r}")
         if side > MAX_RESOLUTION:
             raise UserError(f"resolution must be at most {MAX_RESOLUTION:,} pixels, got {side!r}")
     return h, w

@@ -7,7 +7,10 @@ it are filled in (``done``/``total`` for counted work, ``info`` for the rest).
 Kinds in use: ``"stage"`` (a named phase starts: ``message``), ``"trial"`` (a job of a study finished:
 ``done``/``total``, ``info`` = the job's labels, state and accuracy), ``"train_start"``, ``"epoch_start"``,
 ``"step"`` and ``"epoch_end"`` (the training engine; ``info`` holds the epoch record or the step's loss/lr),
-``"message"`` (anything else worth a line).
+``"eval"`` (an evaluation: ``done``/``total`` batches, ``done=0`` before the first), ``"message"`` (anything
+else worth a line; ``done``/``total`` when it counts, e.g. timing rounds). A study's ``"start"`` and ``"trial"``
+events also carry ``work`` and ``work_done`` (its total and finished work, multiply-adds × seeds × images ×
+epochs, for a cost-weighted ETA); a ``"stage"`` may carry ``future``, the work of the command's later stages.
 """
 
 from __future__ import annotations

@@ -90,8 +90,9 @@ def round_cardinality(cardinality: int, multiplier: float) -> int:
 
 
 def round_resolution(resolution: int, multiplier: float) -> int:
-    """Input side after resolution scaling by r: the nearest integer, at least 32 pixels."""
-    return max(MIN_RESOLUTION, int(math.floor(resolution * multiplier + 0.5)))
+    """Input side after resolution scaling by r: the nearest integer, at least 32 pixels (or the baseline's own
+    side, when a baseline made for smaller images, e.g. 28 px Fashion-MNIST, starts below that)."""
+    return max(min(MIN_RESOLUTION, resolution), int(math.floor(resolution * multiplier + 0.5)))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from compscale.errors import UserError
 from compscale.plots import pyplot, save_figure
 from compscale.progress import Progress, report
 from compscale.specs import EfficientNetSpec, MBConvStage, ModelSpec
+from compscale.vocabulary import normalize
 
 if TYPE_CHECKING:
     import torch
@@ -398,7 +399,7 @@ def _write_outputs(cfg: CamStudyConfig, models: Sequence[StudyModel], scored: _S
     save_cam_grid(out / "cam_figure.png", models, scored.images, scored.labels, scored.bundle, figure_maps, cfg)
     save_scores_plot(out / "cam_scores.png", result)
     atomic_write_text(out / "section.md", section_markdown(result))
-    atomic_write_text(out / "cam_study.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "cam_study.json", json.dumps(normalize(result), indent=2) + "\n")
 
 
 # --- the report ------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def formula_rows(phis: tuple[float, ...] = (0, 0.5, 1, 2, 3, 4, 5, 6, 7),
         s = scale("efficientnet_b0", phi, scaling)
         rows.append(
             {
+                "model": "efficientnet_b0",  # scaled by phi
                 "phi": phi,
                 "depth_multiplier": s.factors.depth,
                 "width_multiplier": s.factors.width,

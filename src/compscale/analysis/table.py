@@ -65,8 +65,9 @@ def seed_table(
     repeats: int = 5,
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
-    """One dict per seed row: the paper's params/MACs, ours, the deviation, the recomputed ratios, a note,
-    and (with ``latency``) the measured CPU batch-1 latency in ms.
+    """One dict per seed row: the model (``model``: the registered name; ``paper_model``: the paper's row), the
+    paper's params/MACs/top-1 (a fraction), ours, the deviation, the recomputed ratios, a note, and (with
+    ``latency``) the measured CPU batch-1 latency in ms.
 
     ``progress`` receives a ``stage`` as each model is measured (``message``: the row, or ``latency NAME``).
     """
@@ -98,32 +99,43 @@ def _table_row(row: PaperRow, measured: dict[str, dict[str, Any]]) -> dict[str, 
     if abs(ours["params"] / row.params - 1) > 0.05 and not spec.note:
         notes.append(f"params differ from the paper by {ours['params'] / row.params - 1:+.1%}")
     return {
-        "model": row.model, "name": spec.name, "resolution": spec.resolution, "group": row.group,
-        "top1": row.top1, "top5": row.top5,
+        "model": spec.name, "paper_model": row.model, "resolution": spec.resolution, "group": row.group,
+        # The paper's ImageNet accuracies as fractions, as every accuracy compscale prints.
+        "paper_top1": round(row.top1 / 100, 4), "paper_top5": None if row.top5 is None else round(row.top5 / 100, 4),
         "paper_params": row.params, "paper_macs": row.macs,
         "params": ours["params"], "macs": ours["macs"],
         "params_dev": ours["params"] / row.params - 1,
         "macs_dev": None if row.macs is None else ours["macs"] / row.macs - 1,
-        "ratio_params": ours["params"] / ref["params"], "ratio_macs": ours["macs"] / ref["macs"],
-        "paper_ratio_params": row.params / next(r.params for r in SEED_TABLE if r.model == _group_model(row)),
+        "params_ratio": ours["params"] / ref["params"], "macs_ratio": ours["macs"] / ref["macs"],
+        "paper_params_ratio": row.params / next(r.params for r in SEED_TABLE if r.model == _group_model(row)),
         "note": "; ".join(notes),
     }
+
+
+#: What a row says of its timing (``--latency``): the median, its 95 % interval, the spread and the machine's state.
+TIMING_KEYS = ("latency_ms", "latency_low_ms", "latency_high_ms", "latency_spread", "busy", "latency_note")
 
 
 def _add_latency(rows: list[dict[str, Any]], threads: int, repeats: int, progress: Progress | None) -> None:
     """``latency_ms`` of every row small enough to time here (None, and a note, for the others)."""
     for i, row in enumerate(rows):
-        report(progress, "stage", f"latency {row['name']}", done=i, total=len(rows))
+        report(progress, "stage", f"latency {row['model']}", done=i, total=len(rows))
         row["latency_ms"] = None
         if row["macs"] > LATENCY_MAX_MACS:
             row["note"] = "; ".join(filter(None, [row["note"], "too large to time here: latency not measured"]))
             continue
-        row["latency_ms"] = batch1_latency([row["name"]], row["resolution"], threads, repeats)[row["name"]]
+        from compscale.deploy.latency import compare_latency
+        from compscale.models import model_spec
+
+        spec = model_spec(row["model"]).replace(resolution=row["resolution"])
+        lat = compare_latency({row["model"]: spec}, threads=threads, repeats=repeats)[row["model"]]
+        row.update({k: v for k, v in lat.fields().items() if k in TIMING_KEYS})
 
 
 def batch1_latency(names: list[str], resolution: int | None = None, threads: int = 2, repeats: int = 5,
-                   warmup: int = 1) -> dict[str, float]:
-    """Median batch-1 CPU latency (ms) of each model, timed interleaved in this process (eval, no grad)."""
+                   warmup: int = 1, progress: Progress | None = None) -> dict[str, float]:
+    """Median batch-1 CPU latency (ms) of each model, timed interleaved in this process (eval, no grad);
+    ``progress`` gets a ``message`` after each round of timings (``done``/``total``: rounds)."""
     from compscale.deploy.bench import measure, set_threads
 
     set_threads(threads)
@@ -133,7 +145,7 @@ def batch1_latency(names: list[str], resolution: int | None = None, threads: int
         side = resolution or model.spec.resolution
         x = torch.randn(1, model.spec.in_chans, side, side)
         calls[name] = (lambda m=model, x=x: m(x))
-    timings = measure(calls, batch=1, warmup=warmup, repeats=repeats)
+    timings = measure(calls, batch=1, warmup=warmup, repeats=repeats, progress=progress)
     return {name: t.latency_ms for name, t in timings.items()}
 
 
@@ -154,16 +166,17 @@ def plot_figures(rows: list[dict[str, Any]], out_dir: str) -> list[str]:
 def _plot_accuracy_vs(rows: list[dict[str, Any]], key: str, scale: float, label: str, title: str, path: str) -> None:
     """The paper's top-1 of every row against our measured ``key`` (divided by ``scale``), log x axis."""
     fig, ax = pyplot().subplots(figsize=(7.5, 5))
-    eff = [r for r in rows if r["model"].startswith("EfficientNet")]
-    ax.plot([r[key] / scale for r in eff], [r["top1"] for r in eff], "o-", color="tab:red",
+    eff = [r for r in rows if r["paper_model"].startswith("EfficientNet")]
+    ax.plot([r[key] / scale for r in eff], [100 * r["paper_top1"] for r in eff], "o-", color="tab:red",
             label="EfficientNet B0-B7")
     for r in eff:
-        ax.annotate(r["model"].split("-")[1], (r[key] / scale, r["top1"]), textcoords="offset points",
-                    xytext=(4, -10), fontsize=7, color="tab:red")
-    others = [r for r in rows if not r["model"].startswith("EfficientNet")]
-    ax.scatter([r[key] / scale for r in others], [r["top1"] for r in others], color="tab:blue", s=18)
+        ax.annotate(r["paper_model"].split("-")[1], (r[key] / scale, 100 * r["paper_top1"]),
+                    textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:red")
+    others = [r for r in rows if not r["paper_model"].startswith("EfficientNet")]
+    ax.scatter([r[key] / scale for r in others], [100 * r["paper_top1"] for r in others], color="tab:blue", s=18)
     for r in others:
-        ax.annotate(r["model"], (r[key] / scale, r["top1"]), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        ax.annotate(r["paper_model"], (r[key] / scale, 100 * r["paper_top1"]), textcoords="offset points",
+                    xytext=(3, 3), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel(label)
     ax.set_ylabel("ImageNet top-1 % (the paper's figures)")

@@ -29,6 +29,7 @@ from compscale.errors import UserError
 from compscale.plots import pyplot, save_figure
 from compscale.progress import Progress, report
 from compscale.specs import ModelSpec
+from compscale.vocabulary import normalize
 
 RUNS: tuple[str, ...] = ("pretrained", "scratch")
 
@@ -97,12 +98,12 @@ def run_transfer(cfg: TransferConfig, progress: Progress | None = None) -> dict[
     weights = pretrained_weights_file(cfg.model, out / f"{cfg.model}-imagenet-bn{spec.bn_momentum:g}.safetensors",
                                       spec.bn_momentum)
     runs = {name: _train_run(cfg, spec, name, index, weights, progress) for index, name in enumerate(RUNS)}
-    result = {"config": asdict(cfg), "weights": str(weights), "runs": runs,
+    result = {"model": cfg.model, "config": asdict(cfg), "weights": str(weights), "runs": runs,
               "gain_top1": runs["pretrained"]["top1"] - runs["scratch"]["top1"],
               "files": {n: str(out / n) for n in ("transfer.json", "transfer_curves.png", "section.md")}}
     save_curves(out / "transfer_curves.png", result)
     atomic_write_text(out / "section.md", section_markdown(result))
-    atomic_write_text(out / "transfer.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "transfer.json", json.dumps(normalize(result), indent=2) + "\n")
     return result
 
 
@@ -148,7 +149,7 @@ def _train_run(cfg: TransferConfig, spec: ModelSpec, name: str, index: int, weig
                         **_run_options(cfg, name, weights))
     history = _read_history(folder / "metrics.jsonl")
     return {"top1": float(result["top1"]), "loss": float(result["loss"]), "epochs": int(result["epochs"]),
-            "history": [{k: r[k] for k in ("epoch", "top1", "loss", "train_loss", "epoch_time_s")} for r in history],
+            "history": [{k: r[k] for k in ("epoch", "top1", "loss", "train_loss", "epoch_seconds")} for r in history],
             "out": str(folder)}
 
 

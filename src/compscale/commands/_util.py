@@ -20,6 +20,34 @@ def parse_amount(text: str) -> float:
     return value
 
 
+def parse_budget(text: str) -> float | str:
+    """A budget: an amount (:func:`parse_amount`: ``1G``, ``10M``) or a multiple of the baseline's realized
+    cost, ``4x`` (kept as the string ``"4x"``, which :func:`compscale.scale_to_budget` takes)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*[xX]\s*", str(text))
+    if m:
+        value = float(m.group(1))
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be a positive multiple of the baseline: {text!r}")
+        return f"{value:g}x"
+    try:
+        return parse_amount(text)
+    except argparse.ArgumentTypeError as err:
+        if not str(err).startswith("not an amount"):
+            raise
+        raise argparse.ArgumentTypeError(f"not an amount: {text!r} (e.g. 1G, 10M, or 4x the baseline)") from None
+
+
+def duration_ms(text: str) -> float:
+    """A duration as milliseconds: ``10ms``, ``0.01s``, ``2.5ms``, ``500us`` (a unit is required)."""
+    from compscale.deploy.latency import parse_duration
+    from compscale.errors import UserError
+
+    try:
+        return parse_duration(str(text), "a duration")
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def integer(text: str) -> int:
     try:
         return int(text)
@@ -58,6 +86,13 @@ def max_threads() -> int:
     return most()
 
 
+def max_batch() -> int:
+    """The largest batch a flag may ask for (:data:`compscale.train.config.MAX_BATCH`)."""
+    from compscale.train.config import MAX_BATCH
+
+    return MAX_BATCH
+
+
 def local_workers() -> int:
     """The most local worker processes of a study on this machine: its cores (at least 2)."""
     from compscale.train.config import cpu_count
@@ -79,6 +114,52 @@ def fmt_count(n: float | None, unit: float = 1e6, digits: int = 2, suffix: str =
     return "-" if n is None else f"{n / unit:.{digits}f}{suffix}"
 
 
+def print_json(value: Any, indent: int | None = None) -> None:
+    """What ``--json`` prints: ``value`` with its keys in the one vocabulary (:func:`compscale.vocabulary.normalize`),
+    on stdout."""
+    import json
+
+    from compscale.vocabulary import normalize
+
+    print(json.dumps(normalize(value), indent=indent, default=str))
+
+
+def progress_bar(total: int | None, desc: str = "", unit: str = "it", initial: int = 0):
+    """A tqdm bar on stderr as the training command draws its bars: with an ETA, taken off the terminal when it
+    is closed (``leave=False``), redrawn at most twice a second."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True,
+                mininterval=0.5)
+
+
+class BarProgress:
+    """A :data:`compscale.progress.Progress` for counted work: one bar per phase (an event's ``message`` names
+    the phase, ``done``/``total`` count it); events without a total are ignored. Close it when the work ends."""
+
+    def __init__(self, unit: str = "it", kinds: tuple[str, ...] = ("stage", "eval", "repeat")) -> None:
+        self.unit, self.kinds, self.bar, self.phase = unit, kinds, None, None
+
+    def __call__(self, event: Any) -> None:
+        if event.kind not in self.kinds or event.total is None:
+            return
+        phase = (event.kind, event.total)
+        if self.bar is None or phase != self.phase or (event.done or 0) < self.bar.n:  # a new phase
+            self.close()
+            self.bar, self.phase = progress_bar(event.total, unit=self.unit), phase
+        self.bar.set_description_str(event.message, refresh=False)
+        self.bar.update((event.done or 0) - self.bar.n)  # redrawn at most twice a second ...
+        if event.done == event.total:
+            self.bar.refresh()  # ... and once at the end
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, Callable[[Any], str]]]) -> str:
     """Rows as an aligned text table; ``columns`` are (key, header, formatter)."""
     cells = [[h for _, h, _ in columns]] + [[fmt(r.get(k)) for k, _, fmt in columns] for r in rows]
@@ -90,10 +171,17 @@ def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
 
 class JobProgress:
     """A study's progress on stderr: a tqdm bar over its jobs (when stderr is a terminal), one line per finished
-    job, and a line per stage. A :data:`compscale.progress.Progress` callable."""
+    job with an ETA, and a line per stage. A :data:`compscale.progress.Progress` callable.
+
+    The ETA weighs the work by its cost, not by a count of jobs: the runner reports each study's total work and
+    the work finished so far (``work``, ``work_done``: multiply-adds × seeds × images × epochs), the rate is the
+    work finished since this study started here over the time it took, and a stage may announce the work of the
+    command's later stages (``future``, e.g. the demo's step 2 while step 1 runs)."""
 
     def __init__(self, kind: str, quiet: bool = False) -> None:
         self.kind, self.quiet, self.bar = kind, quiet, None
+        self.future = 0.0
+        self.started: tuple[float, float] | None = None  # (when this study started here, its work done then)
 
     def __call__(self, event: Any) -> None:
         import sys
@@ -101,6 +189,9 @@ class JobProgress:
         if self.quiet:
             return
         if event.kind == "start":
+            import time
+
+            self.started = (time.monotonic(), float(event.info.get("work_done") or 0.0))
             print(f"compscale {self.kind}: {event.message}", file=sys.stderr, flush=True)
             if sys.stderr.isatty():
                 from tqdm import tqdm
@@ -111,7 +202,25 @@ class JobProgress:
             self._trial(event)
         elif event.kind in ("stage", "message"):
             self.close()
+            if event.info.get("future") is not None:
+                self.future = float(event.info["future"])
             print(f"compscale {self.kind}: {event.message}", file=sys.stderr, flush=True)
+
+    def eta(self, info: Any) -> str:
+        """``, ETA 4m10s`` from the cost-weighted rate of this study's finished work ("" before there is one)."""
+        import time
+
+        work, done = info.get("work"), info.get("work_done")
+        if self.started is None or work is None or done is None:
+            return ""
+        since, done_then = self.started
+        elapsed = time.monotonic() - since
+        if done <= done_then or elapsed <= 0:
+            return ""
+        left = (max(0.0, float(work) - float(done)) + self.future) / ((float(done) - done_then) / elapsed)
+        minutes, seconds = divmod(int(round(left)), 60)
+        later = " with the later steps, estimated" if self.future else ""
+        return f", ETA {minutes}m{seconds:02d}s{later}"
 
     def _trial(self, event: Any) -> None:
         import sys
@@ -124,7 +233,8 @@ class JobProgress:
         what = " ".join(f"{k}={info[k]}" for k in ("model", "alpha", "beta", "gamma", "strategy", "phi", "seeds")
                         if info.get(k) is not None)
         count = f"[{event.done}/{event.total}] " if event.done is not None else ""
-        print(f"compscale {self.kind}: {count}{what}: {info.get('state')} top1={acc}", file=sys.stderr, flush=True)
+        print(f"compscale {self.kind}: {count}{what}: {info.get('state')} top1={acc}{self.eta(info)}", file=sys.stderr,
+              flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

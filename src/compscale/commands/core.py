@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from compscale.commands import _util as u
-from compscale.commands._util import JobProgress, finite_float, fmt_count, int_in, parse_amount, render_table
+from compscale.commands._util import JobProgress, finite_float, fmt_count, int_in, parse_budget, render_table
 from compscale.errors import UserError
 
 
@@ -16,16 +15,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     from compscale.models.registry import model_entry
 
     rows = []
-    for name in list_models(args.pattern):
+    names = list_models(args.pattern)
+    bar = u.progress_bar(len(names), "counting", "model") if len(names) > 1 else None  # every model: ~30 s
+    for name in names:
+        if bar is not None:
+            bar.set_description_str(name, refresh=False)
+            bar.update(1)
         spec = model_spec(name)
         cost = realized_cost(spec)
         macs, params = cost.macs, cost.params
         rows.append({"model": name, "family": spec.family, "resolution": spec.resolution, "params": params,
                      "macs": macs, "description": model_entry(name).description})
+    if bar is not None:
+        bar.close()
     if args.pattern and not rows:
         raise UserError(f"no model matches {args.pattern!r}")
     if args.json:
-        print(json.dumps(rows, indent=2))
+        u.print_json(rows, indent=2)
     else:
         print(render_table(rows, [("model", "model", str), ("family", "family", str), ("resolution", "res", str),
                                   ("params", "params", fmt_count),
@@ -46,7 +52,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.per_layer:
         out["layers"] = [vars(layer) for layer in p.layers]
     if args.json:
-        print(json.dumps(out, indent=2 if args.per_layer else None))
+        u.print_json(out, indent=2 if args.per_layer else None)
         return 0
     print(f"{args.model} at {p.resolution}px: {p.params:,} params, {p.macs:,} multiply-adds "
           f"({p.macs / 1e9:.3f}G), {p.activations:,} activations")
@@ -76,17 +82,27 @@ def _scaling_from_args(args: argparse.Namespace):
 def cmd_scale(args: argparse.Namespace) -> int:
     from compscale.compound import scale, scale_to_budget
 
-    has_target = args.target_macs is not None or args.target_params is not None
+    has_target = args.target_macs is not None or args.target_params is not None or args.target_latency is not None
     if (args.phi is None) == (not has_target):
-        raise UserError("give either --phi or a budget (--target-macs and/or --target-params)")
+        raise UserError("give either --phi or a budget (--target-macs, --target-params and/or --target-latency)")
+    timing = [flag for flag, value in (("--batch", args.batch), ("--threads", args.threads),
+                                       ("--backend", args.backend)) if value is not None]
+    if timing and args.target_latency is None:
+        raise UserError(f"{', '.join(timing)} set(s) how --target-latency is timed: give --target-latency too")
     scaling = _scaling_from_args(args)
+    choice = None
     if args.phi is not None:
         result = scale(args.base, args.phi, scaling, args.depth_rounding)
+    elif args.target_latency is not None:
+        from compscale.commands.deploy import scale_to_latency_budget
+
+        choice = scale_to_latency_budget(args, scaling)
+        result = choice.scaled
     else:
         result = scale_to_budget(args.base, args.target_macs, args.target_params, scaling, args.depth_rounding)
-    out = {"base": args.base, **result.as_dict()}
+    out = {"model": args.base, **(choice or result).as_dict()}  # the baseline scaled
     if args.json:
-        print(json.dumps(out, indent=2))
+        u.print_json(out, indent=2)
         return 0
     s = result.scaling
     delta = f" delta={s.delta:g}" if s.delta != 1.0 else ""
@@ -101,6 +117,10 @@ def cmd_scale(args: argparse.Namespace) -> int:
     print(f"params {result.params:,}   multiply-adds {result.macs:,} ({result.macs / 1e9:.3f}G)")
     print(f"multiply-adds vs baseline: realized {result.macs_ratio:.3f}x, nominal ({s.constraint_name})^phi "
           f"{s.nominal_flops_ratio(result.phi):.3f}x")
+    if choice is not None:
+        from compscale.commands.deploy import latency_choice_lines
+
+        print("\n".join(latency_choice_lines(choice)))
     return 0
 
 
@@ -109,7 +129,7 @@ def cmd_family(args: argparse.Namespace) -> int:
 
     official, formula = official_rows(), formula_rows()
     if args.json:
-        print(json.dumps({"official": official, "formula": formula}, indent=2))
+        u.print_json({"official": official, "formula": formula}, indent=2)
         return 0
     pct = lambda v: f"{v * 100:+.1f}%"  # noqa: E731
     print("EfficientNet B0..B7, official coefficients, measured here vs the paper (FLOPs = multiply-adds)\n")
@@ -175,8 +195,18 @@ def _register_scale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-constraint", action="store_true", help="do not require alpha*beta^2*gamma^2 ~ 2")
     p.add_argument("--depth-rounding", choices=("ceil", "round"), default="ceil")
     p.add_argument("--phi", type=finite_float, help="compound coefficient (any real; negative shrinks)")
-    p.add_argument("--target-macs", type=parse_amount, help="budget in multiply-adds, e.g. 1G")
-    p.add_argument("--target-params", type=parse_amount, help="budget in parameters, e.g. 10M")
+    p.add_argument("--target-macs", type=parse_budget,
+                   help="budget in multiply-adds, e.g. 1G, or a multiple of the baseline's, e.g. 4x")
+    p.add_argument("--target-params", type=parse_budget,
+                   help="budget in parameters, e.g. 10M, or a multiple of the baseline's, e.g. 2x")
+    p.add_argument("--target-latency", type=u.duration_ms,
+                   help="latency budget on this machine, e.g. 10ms or 0.01s: the largest phi whose model, timed here "
+                        "and re-timed in fresh processes, answers within it (combinable with the other budgets)")
+    p.add_argument("--batch", type=int_in(1, u.max_batch), help="--target-latency: images per call (default 1)")
+    p.add_argument("--threads", type=int_in(1, u.max_threads, "4 per core"),
+                   help="--target-latency: intra-op threads (default: torch's, the cores)")
+    p.add_argument("--backend", choices=("eager", "best"),
+                   help="--target-latency: the inference path timed: eager PyTorch (default) or compscale.optimize")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_scale)
 
@@ -192,10 +222,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if args.json:
-        print(json.dumps(summary, indent=2))
+        u.print_json(summary, indent=2)
         return 0
     print(summary["verdict"]["summary"])
     for line in summary["verdict"]["details"]:
         print("  " + line)
-    print(f"report: {summary['report']} ({summary['seconds'] / 60:.1f} min)")
+    if summary["plan"]["seeds"] < 2:
+        print("  (one seed per model: no noise estimate, so no model won, tied or lost; run without --quick)")
+    print(f"report: {summary['report']} ({summary['seconds'] / 60:.1f} min wall, {summary['cpu_seconds'] / 60:.1f} min "
+          "CPU)")
     return 0

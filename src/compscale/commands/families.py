@@ -10,10 +10,9 @@ shown beside the measurement, never mixed with it.
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from compscale.commands._util import fmt_count, render_table
+from compscale.commands._util import BarProgress, fmt_count, print_json, render_table
 from compscale.errors import UserError
 
 #: Registered name → the row of the seed table (compscale.paper.SEED_TABLE) that reports the same network.
@@ -50,9 +49,12 @@ def _split_resolution(item: str) -> tuple[str, int | None]:
         raise UserError(f"{item!r}: the part after '@' must be an input side in pixels, e.g. {name}@320") from None
 
 
-def compare_rows(names: Sequence[str], resolution: int | None = None) -> list[dict[str, Any]]:
+def compare_rows(names: Sequence[str], resolution: int | None = None,
+                 progress: Callable[[Any], None] | None = None) -> list[dict[str, Any]]:
     """One row per model: its measured params, multiply-adds and activations at ``resolution`` (default:
-    each model's own), the ratios to the first row, and the paper's figures where the seed table has them."""
+    each model's own), the ratios to the first row, and the paper's figures where the seed table has them
+    (``paper_top1`` a fraction). Every reference is resolved (and a bad one refused) before any is profiled;
+    ``progress`` then gets a ``stage`` per model (``done``/``total``)."""
     import torch
 
     from compscale.models import build_model
@@ -63,10 +65,15 @@ def compare_rows(names: Sequence[str], resolution: int | None = None) -> list[di
     if not names:
         raise UserError("name at least one model to compare")
     paper = {row.model: row for row in SEED_TABLE}
+    from compscale.progress import report
+
     rows: list[dict[str, Any]] = []
+    resolved = []
     for item in names:
         name, own = _split_resolution(item)
-        spec = resolve_spec(name, resolution=resolution if own is None else own)
+        resolved.append((item, name, resolve_spec(name, resolution=resolution if own is None else own)))
+    for i, (item, name, spec) in enumerate(resolved):
+        report(progress, "stage", item, done=i, total=len(resolved))
         with torch.device("meta"):
             model = build_model(spec)
         p = profile(model, spec.resolution)
@@ -79,7 +86,7 @@ def compare_rows(names: Sequence[str], resolution: int | None = None) -> list[di
             "macs": p.macs,
             "activations": p.activations,
             "paper_model": ref.model if ref else None,
-            "paper_top1": ref.top1 if ref else None,
+            "paper_top1": round(ref.top1 / 100, 4) if ref else None,  # a fraction, as every accuracy compscale prints
             "paper_params": ref.params if ref else None,
             "paper_macs": ref.macs if ref else None,
         })
@@ -91,9 +98,13 @@ def compare_rows(names: Sequence[str], resolution: int | None = None) -> list[di
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    rows = compare_rows(args.models, args.resolution)
+    bar = BarProgress("model")  # large models take seconds each to build and count
+    try:
+        rows = compare_rows(args.models, args.resolution, bar)
+    finally:
+        bar.close()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows, indent=2)
         return 0
     ratio = lambda v: f"{v:.2f}x"  # noqa: E731
     print(render_table(rows, [
@@ -102,7 +113,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ("macs", "MACs", lambda v: fmt_count(v, 1e9, 2, "G")), ("macs_ratio", "x", ratio),
         ("activations", "acts", fmt_count), ("activations_ratio", "x", ratio),
         ("paper_macs", "paper MACs", lambda v: fmt_count(v, 1e9, 1, "G")),
-        ("paper_top1", "paper top-1", lambda v: "-" if v is None else f"{v:.1f}%"),
+        ("paper_top1", "paper top-1", lambda v: "-" if v is None else f"{100 * v:.1f}%"),
     ]))
     print(f"\nMeasured on the meta device; ratios are to {rows[0]['model']}. MACs = multiply-adds (the paper's FLOPs);"
           "\nacts = elements written by conv/linear layers; paper MACs and top-1: the EfficientNet paper's Table 2.")
@@ -112,8 +123,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="compare models side by side: params, multiply-adds, activations")
     p.add_argument("models", nargs="+", metavar="NAME[@RES]",
-                   help="registered model names, optionally with an input side (resnext101_64x4d@320); "
-                        "ratios are to the first")
+                   help="model references (registered names, spec or weights files, module:name), optionally "
+                        "with an input side (resnext101_64x4d@320); ratios are to the first")
     p.add_argument("--resolution", type=int, help="input side for every model (default: each model's own)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)

@@ -6,12 +6,22 @@ import argparse
 import json
 from pathlib import Path
 
-from compscale.commands._util import JobProgress, finite_float, int_in, integer, max_threads, render_table
+from compscale.commands._util import (
+    JobProgress,
+    finite_float,
+    int_in,
+    integer,
+    max_threads,
+    print_json,
+    render_table,
+)
 from compscale.errors import UserError
 
 
 def _add_run_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
-    p.add_argument("--base", default="efficientnet_b0", help="baseline: a registered model or a spec file")
+    p.add_argument("--base", default="efficientnet_b0",
+                   help="baseline: a registered name, a spec file, a weights file saved by compscale, or "
+                        "package.module:name (your own family; the workers import it too)")
     p.add_argument("--data", required=True, help="fashion-mnist, digits, or an ImageFolder directory")
     p.add_argument("--resolution", type=integer, help="baseline input side (default: the model's)")
     p.add_argument("--epochs", type=integer, default=default_epochs, help="epochs per job")
@@ -41,8 +51,9 @@ def _add_run_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
 
 def _settings(args: argparse.Namespace, kind: str, holdout: int | None):
     from compscale.jobs.runner import RunSettings
+    from compscale.models.registry import reference_label
 
-    out = args.out or f"runs/{kind}-{Path(args.base).stem}-{Path(args.data).name}"
+    out = args.out or f"runs/{kind}-{reference_label(args.base)}-{Path(args.data).name}"
     return RunSettings(data=args.data, out=out, resolution=args.resolution, epochs=args.epochs, seed=args.seed,
                        seeds=getattr(args, "seeds", 1), batch_size=args.batch_size, optimizer=args.optimizer,
                        lr=args.lr, warmup_epochs=args.warmup_epochs, limit_train=args.limit_train,
@@ -70,7 +81,7 @@ def _run_with_progress(kind: str, args: argparse.Namespace, run) -> dict | None:
     finally:
         progress.close()
     if args.json and not args.join:
-        print(json.dumps(result, indent=2))
+        print_json({"model": args.base, **result}, indent=2)
     return None if args.join or args.json else result
 
 

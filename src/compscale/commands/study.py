@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from compscale.commands._util import finite_float, int_in, max_threads, positive_int, render_table
+from compscale.commands._util import finite_float, int_in, max_threads, positive_int, print_json, render_table
 from compscale.errors import UserError
 
 STUDIES = ("cardinality", "families")
@@ -76,7 +75,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if args.json:
-        print(json.dumps(payload, indent=2, default=str))
+        print_json(payload, indent=2)
         return 0
     _print_summary(payload)
     out = Path(settings.out)
@@ -100,7 +99,8 @@ def _print_summary(payload: dict[str, Any]) -> None:
                 ("accuracy", "top-1 % (mean ± std)", acc)]
         print(render_table(payload["models"], cols))
         print(f"\nranking at {payload['budget']:g}x cost: {' > '.join(payload['ranking'])}"
-              + ("" if payload["winner_separated"] else " (first two within the seed noise)"))
+              + ("" if payload["winner_separated"] else " (first two not separated: their paired 95% interval "
+                                                        "contains 0, or one seed gives none)"))
     else:
         cols = [("name", "model", str), ("macs", "MACs", m), ("deviation", "vs target", dev),
                 ("params", "params", lambda v: f"{v / 1e3:.1f}k"),

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from compscale.commands._util import finite_float, positive_int, render_table
+from compscale.commands._util import finite_float, positive_int, print_json, render_table
 from compscale.progress import Event
 
 
@@ -76,7 +75,7 @@ def cmd_cam_study(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     if args.json:
-        print(json.dumps({k: result[k] for k in ("summary", "models", "chance", "max_abs_deviation", "files")}))
+        print_json({k: result[k] for k in ("summary", "models", "chance", "max_abs_deviation", "files")})
         return 0
     _print_cam_study(result)
     return 0
@@ -136,7 +135,7 @@ def cmd_transfer_demo(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.json:
-        print(json.dumps({k: result[k] for k in ("runs", "gain_top1", "files")}))
+        print_json({"model": cfg.model, **{k: result[k] for k in ("runs", "gain_top1", "files")}})
         return 0
     pre, scr = result["runs"]["pretrained"]["history"], result["runs"]["scratch"]["history"]
     rows = [{"epoch": a["epoch"], "pre": a["top1"], "scr": b["top1"]} for a, b in zip(pre, scr)]

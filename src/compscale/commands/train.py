@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from compscale.commands._util import finite_float, integer, render_table
+from compscale.commands._util import BarProgress, finite_float, integer, print_json, progress_bar, render_table
 from compscale.errors import UserError
 from compscale.progress import Event
 
@@ -30,7 +30,7 @@ class _ProgressBars:
 
     def __call__(self, event: Event) -> None:
         handler = {"train_start": self.started, "epoch_start": self.epoch_started, "step": self.stepped,
-                   "epoch_end": self.epoch_ended}.get(event.kind)
+                   "eval": self.evaluating, "epoch_end": self.epoch_ended}.get(event.kind)
         if handler is not None:
             handler(event)
 
@@ -63,6 +63,17 @@ class _ProgressBars:
         if event.done % 10 == 0:
             self.bar.set_postfix(loss=f"{float(event.info['loss']):.3f}", lr=f"{event.info['lr']:.3g}", refresh=False)
 
+    def evaluating(self, event: Event) -> None:
+        """The epoch's evaluation: a bar over the test batches in place of the epoch's."""
+        if not self.enabled:
+            return
+        if event.done == 0:
+            desc = self.bar.desc if self.bar is not None else "epoch"
+            self.close()
+            self.bar = progress_bar(event.total, f"{desc}: test", "batch")
+        elif self.bar is not None:
+            self.bar.update(1)
+
     def close(self) -> None:
         """Take the bar off the terminal, so that an error message gets a line of its own."""
         if self.bar is not None:
@@ -75,7 +86,83 @@ class _ProgressBars:
             record = event.info
             print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}  test loss {record['loss']:.4f}  "
                   f"top-1 {100 * record['top1']:.2f}%  top-5 {100 * record['top5']:.2f}%  "
-                  f"{record['img_s']:.0f} img/s", file=sys.stderr)
+                  f"{record['images_per_s']:.0f} img/s", file=sys.stderr)
+
+
+class _TensorBoard:
+    """``--tensorboard DIR``: the run's scalars as TensorBoard event files in DIR (rank 0), against the global step:
+    ``train/loss`` and ``train/lr`` at every step; ``test/top1``, ``test/top5`` (fractions), ``test/loss`` and
+    ``train/epoch_loss`` (the epoch's mean) at each epoch's last step. A resumed run continues the curves (what an
+    interrupted run logged past the checkpoint is dropped)."""
+
+    #: Steps whose losses are kept as tensors before they are written (one synchronisation per flush).
+    FLUSH_STEPS = 50
+
+    def __init__(self, folder: str) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:
+            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                            "(or pip install 'compscale[tensorboard]')") from None
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise UserError(f"--tensorboard {folder}: not a folder")
+        self.folder, self.writer, self.steps_per_epoch, self.epoch = folder, None, 1, 0
+        self.pending: list[tuple[int, Any, float]] = []
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "train_start":
+            from torch.utils.tensorboard import SummaryWriter
+
+            info = event.info
+            self.steps_per_epoch = info["steps_per_epoch"]
+            start = info["resumed_epoch"] * self.steps_per_epoch + info["resumed_step"]
+            try:
+                self.writer = SummaryWriter(self.folder, purge_step=start or None)
+            except OSError as err:
+                raise UserError(f"--tensorboard {self.folder}: cannot write there ({err.strerror})") from None
+        elif self.writer is None:
+            return
+        elif event.kind == "epoch_start":
+            self.epoch = event.info["epoch"]
+        elif event.kind == "step":
+            self.pending.append((self.epoch * self.steps_per_epoch + event.done, event.info["loss"], event.info["lr"]))
+            if len(self.pending) >= self.FLUSH_STEPS:
+                self.flush()
+        elif event.kind == "epoch_end":
+            self.flush()
+            record = event.info
+            for tag, key in (("test/top1", "top1"), ("test/top5", "top5"), ("test/loss", "loss"),
+                             ("train/epoch_loss", "train_loss")):
+                if record.get(key) is not None:
+                    self.writer.add_scalar(tag, record[key], record["step"])
+            self.writer.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        import torch
+
+        losses = torch.stack([torch.as_tensor(loss).float().reshape(()) for _, loss, _ in self.pending]).tolist()
+        for (step, _, lr), loss in zip(self.pending, losses):
+            self.writer.add_scalar("train/loss", loss, step)
+            self.writer.add_scalar("train/lr", lr, step)
+        self.pending = []
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.flush()
+            self.writer.close()
+            self.writer = None
+
+
+def _both(*consumers: Any) -> Any:
+    """One :data:`~compscale.progress.Progress` that hands every event to each of ``consumers``."""
+
+    def progress(event: Event) -> None:
+        for consumer in consumers:
+            consumer(event)
+
+    return progress
 
 
 def _config_from_args(args: argparse.Namespace, finetune: bool):
@@ -83,18 +170,34 @@ def _config_from_args(args: argparse.Namespace, finetune: bool):
 
     # Private attributes (e.g. ``_argv``, set by compscale.cli.main) are not config keys.
     given = {k: v for k, v in vars(args).items()
-             if k not in ("func", "command", "config", "resume", "overwrite", "json") and not k.startswith("_")}
+             if k not in ("func", "command", "config", "resume", "overwrite", "json", "tensorboard")
+             and not k.startswith("_")}
     if given.get("model") is None:
         given.pop("model", None)
+    if getattr(args, "resume", False) and not args.config and "model" not in given and given.get("out"):
+        # `train --resume --out DIR`: the run's own config (model, data, recipe) is in DIR.
+        saved = Path(given["out"]) / "config.yaml"
+        if not saved.is_file():
+            raise UserError(f"--resume --out {given['out']}: there is no config.yaml there (give MODEL and --data "
+                            "to start a run)")
+        return config_from_mapping(given, load_config(saved), source="command line").validate()
     cfg = load_config(args.config) if getattr(args, "config", None) else TrainConfig()
     cfg = config_from_mapping(given, cfg, source="command line")
     if not args.config and "model" not in given:
         raise UserError("give a MODEL (e.g. efficientnet_b0) or --config FILE.yaml")
     if finetune and not cfg.weights:
-        raise UserError("finetune needs --weights FILE (the pretrained model)")
+        from compscale.models.registry import is_weights_file
+
+        if not is_weights_file(cfg.model):
+            raise UserError("finetune needs --weights FILE (the pretrained model), or a weights file as MODEL")
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, weights=cfg.model)  # MODEL is the trained model: start from its weights
     if args.resume:
         # Resume with the run's own resolved config; flags given now (e.g. more --epochs) still override.
-        out = Path(cfg.out or f"runs/{cfg.model}-{Path(cfg.data).name}")
+        from compscale.train.config import default_out
+
+        out = Path(cfg.out or default_out(cfg.model, cfg.data))
         saved = out / "config.yaml"
         if saved.is_file():
             base = load_config(saved)
@@ -116,18 +219,27 @@ def _check_model_size(cfg) -> None:
 def cmd_train(args: argparse.Namespace, finetune: bool = False) -> int:
     cfg = _config_from_args(args, finetune)
     _check_model_size(cfg)
+    from compscale.models.registry import is_weights_file
+
+    if not finetune and not cfg.weights and is_weights_file(cfg.model) and _is_main():
+        print(f"compscale: training the architecture recorded in {cfg.model} from scratch (`compscale finetune "
+              f"{cfg.model} --data ...` starts from its weights)", file=sys.stderr)
     from compscale.train.loop import train
 
     bars = _ProgressBars()
+    board = _TensorBoard(args.tensorboard) if args.tensorboard and _is_main() else None
     try:
-        result = train(cfg, resume=args.resume, progress=bars, overwrite=args.overwrite)
+        result = train(cfg, resume=args.resume, progress=bars if board is None else _both(bars, board),
+                       overwrite=args.overwrite)
     finally:
         bars.close()
+        if board is not None:
+            board.close()
     if not _is_main():
         return 0
     if args.json:
-        print(json.dumps({"top1": result["top1"], "top5": result["top5"], "epochs": result["epochs"],
-                          "loss": result["loss"], "out": result["out"]}))
+        print_json({"model": cfg.model, "top1": result["top1"], "top5": result["top5"], "epochs": result["epochs"],
+                    "loss": result["loss"], "out": result["out"]})
     else:
         print(f"{cfg.model}: top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}% after "
               f"{result['epochs']} epoch(s); weights, config.yaml, metrics.jsonl and metrics.png in {result['out']}")
@@ -147,13 +259,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be from 1 to {MAX_BATCH:,}, got {args.batch_size}")
     if not 0 <= args.workers <= max_processes():
         raise UserError(f"--workers must be from 0 to {max_processes():,} (4 per core), got {args.workers}")
-    result, data = eval_model(args.model, args.weights, args.data, args.resolution, args.batch_size, args.device,
-                              args.workers, args.amp)
+    weights = args.weights or _weights_of(args.model)
+    bar = BarProgress("batch", kinds=("eval",))  # 10,000 images take minutes on a CPU
+    try:
+        result, data = eval_model(args.model, weights, args.data, args.resolution, args.batch_size, args.device,
+                                  args.workers, args.amp, progress=bar)
+    finally:
+        bar.close()
+    _check_class_names(weights, data)
     per_class = result.per_class
     if args.json:
-        print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss, "count": result.count,
-                          "classes": list(data.classes), "per_class": per_class,
-                          "confusion": result.confusion.tolist()}))
+        print_json({"model": args.model, "top1": result.top1, "top5": result.top5, "loss": result.loss,
+                    "count": result.count, "classes": list(data.classes), "per_class": per_class,
+                    "confusion": result.confusion.tolist()})
         return 0
     for note in data.notes:
         print(f"compscale: {data.name}: {note}", file=sys.stderr)
@@ -173,6 +291,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_of(model: str) -> str:
+    """The weights file of a model reference that is one (eval and finetune take it as MODEL); one line when
+    MODEL has no weights."""
+    from compscale.models.registry import resolve_reference
+
+    ref = resolve_reference(model)
+    if ref.weights is None:
+        raise UserError(f"{model} is not a weights file: pass --weights FILE (trained weights)")
+    return ref.weights
+
+
+def _check_class_names(weights: str, data) -> None:
+    """A note when the weights record other class names than the data's (another class order scores nonsense)."""
+    from compscale.models.registry import read_metadata, recorded_classes
+
+    try:
+        recorded = recorded_classes(weights, read_metadata(weights), data.num_classes)
+    except UserError:
+        recorded = None  # other class count or unreadable names: eval_model has already checked the shapes
+    if recorded is not None and tuple(recorded) != tuple(data.classes):
+        print(f"compscale: warning: {weights} was trained on classes {', '.join(recorded[:5])}"
+              f"{'...' if len(recorded) > 5 else ''}, the data has {', '.join(data.classes[:5])}"
+              f"{'...' if len(data.classes) > 5 else ''}", file=sys.stderr)
+
+
 def _add_training_flags(p: argparse.ArgumentParser, finetune: bool) -> None:
     _add_run_flags(p)
     _add_optimisation_flags(p)
@@ -185,7 +328,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     """What to train, on which data, for how long, and where to."""
     from compscale.data import AUGMENTS
 
-    p.add_argument("model", nargs="?", default=_S, help="registered model name (see `compscale models`)")
+    p.add_argument("model", nargs="?", default=_S, help="a registered name (see `compscale models`), a spec file, a "
+                                                         "weights file saved by compscale, or module:name")
     p.add_argument("--data", default=_S, help="fashion-mnist, digits, or an ImageFolder directory")
     p.add_argument("--config", help="YAML file of TrainConfig keys (flags given here override it)")
     p.add_argument("--out", default=_S, help="output directory (default runs/MODEL-DATA)")
@@ -228,6 +372,8 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=_S,
                    help="NHWC memory layout (the default: measured faster for training on CPUs)")
     p.add_argument("--amp", action="store_true", default=_S, help="mixed precision (bf16, or fp16 on older GPUs)")
+    p.add_argument("--compile", action="store_true", default=_S,
+                   help="torch.compile the model for training (pays off only on long runs: compiling takes 20-60 s)")
     p.add_argument("--workers", type=integer, default=_S, help="data loader processes")
     p.add_argument("--device", default=_S, help="auto, cpu, cuda")
     p.add_argument("--threads", type=integer, default=_S, help="CPU threads per process")
@@ -237,6 +383,9 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-steps", dest="checkpoint_steps", type=integer, default=_S,
                    help="also checkpoint every N steps (always at each epoch's end)")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="also write TensorBoard scalars to DIR: the loss and lr of every step, each epoch's test "
+                        "top-1, top-5 and loss (needs `pip install tensorboard`; view with `tensorboard --logdir DIR`)")
 
 
 def _add_finetune_flags(p: argparse.ArgumentParser) -> None:
@@ -259,8 +408,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of trained weights")
-    p.add_argument("model")
-    p.add_argument("--weights", required=True)
+    p.add_argument("model", help="a weights file saved by compscale (its spec and class names), or a registered "
+                                 "name, spec file or module:name with --weights")
+    p.add_argument("--weights", help="the trained weights (default: MODEL, when it is a weights file)")
     p.add_argument("--data", required=True, help="fashion-mnist, digits, or an ImageFolder directory")
     p.add_argument("--resolution", type=integer,
                    help="default: the resolution recorded in the weights, else the model's")

@@ -35,6 +35,7 @@ from compscale.deploy.records import Record
 from compscale.errors import UserError, first_line
 from compscale.io import atomic_path, check_output_file, staging_folder
 from compscale.locks import output_lock
+from compscale.progress import Progress, report
 
 __all__ = [
     "ExportReport",
@@ -288,6 +289,14 @@ class _Reference:
         return ExportReport(str(path), format, tuple(self.x.shape), dynamic_batch, self.folded, *errors, size)
 
 
+#: The steps of an export, as ``stage`` events report them (``done`` = the step's index, ``total`` = 3).
+STAGES = ("running the model", "converting", "writing and validating")
+
+
+def _stage(progress: Progress | None, index: int) -> None:
+    report(progress, "stage", STAGES[index], done=index, total=len(STAGES))
+
+
 def _check(ref: torch.Tensor, out: torch.Tensor, rtol: float, what: str) -> tuple[float, float, float]:
     diff, scale, rel = relative_error(ref, out)
     if not rel <= rtol:
@@ -298,11 +307,14 @@ def _check(ref: torch.Tensor, out: torch.Tensor, rtol: float, what: str) -> tupl
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, resolution: int | None = None, batch: int = 1,
                 dynamic_batch: bool = True, fold_bn: bool = False, opset: int = DEFAULT_OPSET,
-                rtol: float = 1e-4) -> ExportReport:
+                rtol: float = 1e-4, progress: Progress | None = None) -> ExportReport:
     """Write ``model`` as ONNX and validate it: ONNX Runtime's logits must match PyTorch's to ``rtol``
-    (relative to max|logit|), else nothing is written."""
+    (relative to max|logit|), else nothing is written. ``progress`` gets a ``stage`` per step (:data:`STAGES`)."""
+    _stage(progress, 0)
     ref = _Reference.take(model, resolution, batch, fold_bn)
+    _stage(progress, 1)
     data = onnx_bytes(ref.model, ref.x, dynamic_batch=dynamic_batch, opset=opset)
+    _stage(progress, 2)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
         sess = ort_session(tmp, tuned=False)
@@ -312,10 +324,14 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, resolution: int | Non
 
 
 def export_torchscript(model: nn.Module, path: str | os.PathLike, resolution: int | None = None, batch: int = 1,
-                       fold_bn: bool = False, freeze: bool = True, rtol: float = 1e-4) -> ExportReport:
+                       fold_bn: bool = False, freeze: bool = True, rtol: float = 1e-4,
+                       progress: Progress | None = None) -> ExportReport:
     """Write ``model`` as a traced (and frozen) TorchScript file; validated by loading it back."""
+    _stage(progress, 0)
     ref = _Reference.take(model, resolution, batch, fold_bn)
+    _stage(progress, 1)
     scripted = trace_frozen(ref.model, ref.x, freeze=freeze)
+    _stage(progress, 2)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # jit.save/load "deprecated" in favour of torch.export
         torch.jit.save(scripted, str(tmp))
@@ -326,7 +342,8 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, resolution: in
 
 
 def export_openvino(model: nn.Module, path: str | os.PathLike, resolution: int | None = None, batch: int = 1,
-                    dynamic_batch: bool = True, fold_bn: bool = False, rtol: float = 1e-4) -> ExportReport:
+                    dynamic_batch: bool = True, fold_bn: bool = False, rtol: float = 1e-4,
+                    progress: Progress | None = None) -> ExportReport:
     """Write ``model`` as OpenVINO IR: ``path`` (``NAME.xml``, the graph) and ``NAME.bin`` (fp32 weights),
     made from the same ONNX graph as :func:`export_onnx` and validated by loading the pair back in OpenVINO.
 
@@ -335,8 +352,11 @@ def export_openvino(model: nn.Module, path: str | os.PathLike, resolution: int |
     target = Path(path)
     if target.suffix != ".xml":
         raise UserError(f"OpenVINO IR is a NAME.xml + NAME.bin pair: give a path ending in .xml, not {target.name!r}")
+    _stage(progress, 0)
     ref = _Reference.take(model, resolution, batch, fold_bn)
+    _stage(progress, 1)
     data = onnx_bytes(ref.model, ref.x, dynamic_batch=dynamic_batch)
+    _stage(progress, 2)
     with _staging_folder(target) as tmp:
         xml = Path(tmp) / target.name
         save_ir(data, xml, tuple(ref.x.shape), dynamic_batch)

@@ -163,7 +163,8 @@ def open_study(storage_url: str, name: str, fingerprint: dict[str, Any], heartbe
     if saved is None:
         study.set_user_attr("fingerprint", wanted)
     elif saved != wanted:
-        changed = _differences(saved, wanted)
+        # A named setting first; the jobs' digest (which every change of plan also moves) last.
+        changed = sorted(_differences(saved, wanted), key=lambda c: c.startswith(("jobs:", "num_jobs:")))
         raise UserError(f"study {name!r} in {redact_url(storage_url)} was run with other settings "
                         f"({changed[0]}{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}); "
                         "use another --out (or --study NAME), or the same settings to resume it")

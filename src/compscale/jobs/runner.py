@@ -175,16 +175,20 @@ def _evaluator(fingerprint: dict[str, Any], out: str | Path, study: str, threads
     after the other, with the same result up to floating-point summation order)."""
     from compscale.jobs.trial import train_spec, train_specs_packed
     from compscale.models.packing import NotPackable
+    from compscale.models.registry import import_modules
+
+    import_modules(fingerprint.get("imports", []))  # the study's own families (its fingerprint names them)
 
     def evaluate(attrs: dict[str, Any], report_epoch) -> dict[str, Any]:
         spec, seeds = spec_from_dict(attrs["spec"]), list(attrs["seeds"])
         folders = [job_folder(out, study, fingerprint["kind"], attrs["folder"], seed) for seed in seeds]
-        data, epochs, train = fingerprint["data"], fingerprint["epochs"], fingerprint["train"]
+        # A study's precise BN is what its settings say (absent: off), never the engine's default.
+        data, epochs, train = fingerprint["data"], fingerprint["epochs"], {"precise_bn": 0, **fingerprint["train"]}
         if fingerprint.get("pack") and len(seeds) > 1:
             try:
                 results = train_specs_packed(spec, data, folders, folders[0].parent / "packed", epochs, seeds,
                                              report_epoch, threads=threads, **train)
-                seconds = sum(float(r.get("epoch_time_s") or 0.0) for r in results[0]["history"])
+                seconds = sum(_epoch_seconds(r) for r in results[0]["history"])
                 return _outcome([float(r["top1"]) for r in results], seconds, packed=True)
             except NotPackable:
                 pass  # this architecture mixes channels outside its convolutions: one seed at a time
@@ -193,10 +197,15 @@ def _evaluator(fingerprint: dict[str, Any], out: str | Path, study: str, threads
             only = report_epoch if len(seeds) == 1 else None  # pruning needs one curve per trial
             result = train_spec(spec, data, folder, epochs, seed, only, threads=threads, **train)
             accuracies.append(float(result["top1"]))
-            seconds += sum(float(r.get("epoch_time_s") or 0.0) for r in result["history"])
+            seconds += sum(_epoch_seconds(r) for r in result["history"])
         return _outcome(accuracies, seconds, packed=False)
 
     return evaluate
+
+
+def _epoch_seconds(record: dict[str, Any]) -> float:
+    """An epoch record's training time (``epoch_time_s`` in records written before the one vocabulary)."""
+    return float(record.get("epoch_seconds") or record.get("epoch_time_s") or 0.0)
 
 
 def _outcome(accuracies: list[float], seconds: float, packed: bool) -> dict[str, Any]:
@@ -240,9 +249,12 @@ def _run_jobs(kind: str, settings: RunSettings, jobs: list[Job], plan: dict[str,
     described = [j.as_dict() for j in jobs]
     fingerprint = {"kind": kind, "data": settings.data, "epochs": settings.epochs, "train": settings.train_options(),
                    "resolution": settings.resolution, "exhaustive": exhaustive, "num_jobs": len(jobs),
-                   "pack": settings.pack, **plan,
+                   "pack": settings.pack, "seed": settings.seed, "seeds": settings.seeds, **plan,
                    # The jobs themselves (specs, seeds, folders) by digest: the plan above says what made them.
                    "jobs": hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]}
+    imports = study_imports(jobs, settings)
+    if imports:  # a family of your own (--base package.module:name): every worker imports it before building
+        fingerprint["imports"] = imports
     Path(settings.out).mkdir(parents=True, exist_ok=True)
     study = open_study(settings.storage_url(), name, fingerprint, settings.heartbeat)
     if settings.join:
@@ -250,24 +262,63 @@ def _run_jobs(kind: str, settings: RunSettings, jobs: list[Job], plan: dict[str,
             raise UserError(f"study {name!r} has no jobs yet: start it without --join first")
     else:
         enqueue_jobs(study, described)
-    _work(study, name, fingerprint, settings, progress)
+    _work(study, name, fingerprint, settings, progress, [job_work(j, settings) for j in jobs])
     return collect(study, jobs)
 
 
-def _work(study, name: str, fingerprint: dict[str, Any], settings: RunSettings, progress: Progress | None) -> None:
+def job_work(job: Job, settings: RunSettings) -> float:
+    """A job's cost per epoch, for the progress's ETA: its multiply-adds (``labels["macs"]``, 1 when the study does
+    not say) × its seeds × the training images (``limit_train``; 1 when all)."""
+    return float(job.labels.get("macs") or 1) * len(job.seeds) * (settings.limit_train or 1)
+
+
+def _work_done(study, per_epoch: list[float], epochs: int) -> float:
+    """The work of the study's finished (complete or pruned) trials: each job's cost per epoch × epochs reached."""
+    from optuna.trial import TrialState
+
+    from compscale.jobs.queue import job_index
+
+    done = 0.0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        index = job_index(t)
+        if index is not None and 0 <= index < len(per_epoch):
+            reached = t.user_attrs.get("epochs")
+            done += per_epoch[index] * (reached if isinstance(reached, int) and reached > 0 else epochs)
+    return done
+
+
+def study_imports(jobs: list[Job], settings: RunSettings) -> list[str]:
+    """The modules outside compscale that define the jobs' families: the study records them in its fingerprint
+    and every worker (``compscale worker``, here or on another machine) imports them before it rebuilds a spec.
+    A family defined in a script (``__main__``) cannot be imported by another process: one line."""
+    from compscale.models.registry import family_modules
+
+    modules = family_modules(job.spec for job in jobs)
+    if "__main__" in modules and (settings.workers > 1 or settings.storage):
+        raise UserError("the model family is defined in the running script (__main__), which the study's workers "
+                        "cannot import: move it into a module and pass --base package.module:name")
+    return [m for m in modules if m != "__main__"]
+
+
+def _work(study, name: str, fingerprint: dict[str, Any], settings: RunSettings, progress: Progress | None,
+          per_epoch: list[float] | None = None) -> None:
     """Run jobs here until the queue is empty, with the extra local workers; the first worker stays until every
     job is done (waiting out the stale trials of workers that died), so a killed extra worker costs only its
     current job; a joiner leaves as soon as the queue is empty."""
     total = fingerprint["num_jobs"]
     done = sum(1 for r in job_results(study) if r["state"] in ("complete", "pruned"))
-    report(progress, "start", f"{total} jobs, {done} already done, {settings.workers} worker(s)", done, total)
+    per_epoch = per_epoch or [1.0] * total
+    work = sum(per_epoch) * settings.epochs  # what every job to the end costs (pruning stops some earlier)
+    report(progress, "start", f"{total} jobs, {done} already done, {settings.workers} worker(s)", done, total,
+           work=work, work_done=_work_done(study, per_epoch, settings.epochs))
     procs = [] if settings.join else spawn_workers(settings, name, settings.workers - 1)
     evaluate = _evaluator(fingerprint, settings.out, name, settings.worker_threads())
 
     def on_trial(row: dict[str, Any]) -> None:
         finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
         report(progress, "trial", "", min(finished, total), total, **row.get("labels", {}),
-               seeds=row.get("seeds"), state=row["state"], accuracy=row["accuracy"])
+               seeds=row.get("seeds"), state=row["state"], accuracy=row["accuracy"], work=work,
+               work_done=_work_done(study, per_epoch, settings.epochs))
 
     try:
         run_worker(study, total, evaluate, settings.heartbeat, on_trial, wait_for_running=not settings.join)

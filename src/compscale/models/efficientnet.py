@@ -22,7 +22,8 @@ TF_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
 
 
 class EfficientNet(PooledClassifier, nn.Module):
-    """stem conv3×3/2 → MBConv stages → conv1×1 head → global average pool → dropout → classifier.
+    """stem conv3×3/2 (or /1: ``spec.stem_stride``) → MBConv stages → conv1×1 head → global average pool →
+    dropout → classifier.
 
     ``features_only=True`` drops the head and classifier; the forward then returns each stage's output.
     """
@@ -32,9 +33,10 @@ class EfficientNet(PooledClassifier, nn.Module):
         self.spec = spec
         act = spec.activation
         norm = {"bn_eps": spec.bn_eps, "bn_momentum": spec.bn_momentum}
-        self.stem = ConvNormAct(spec.in_chans, spec.stem_channels, 3, 2, act=act, padding=spec.padding, **norm)
+        self.stem = ConvNormAct(spec.in_chans, spec.stem_channels, 3, spec.stem_stride, act=act, padding=spec.padding,
+                                **norm)
 
-        stages, in_ch, block_idx, reduction = [], spec.stem_channels, 0, 2
+        stages, in_ch, block_idx, reduction = [], spec.stem_channels, 0, spec.stem_stride
         self.feature_info: list[dict[str, int | str]] = []
         for i, stage in enumerate(spec.stages):
             blocks = []

@@ -18,6 +18,8 @@ from torch import nn
 
 from compscale.errors import UserError, first_line
 from compscale.io import atomic_path
+from compscale.models.registry import ModelReference
+from compscale.models.registry import read_metadata as read_metadata  # re-exported (the registry reads metadata)
 from compscale.specs import ModelSpec
 
 KeyMap = Callable[[nn.Module], dict[str, str]]
@@ -154,16 +156,46 @@ def load_weights(model: nn.Module, path: str | os.PathLike, layout: str | None =
 
 
 def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike,
-                 metadata: dict[str, str] | None = None) -> None:
-    """Write weights as safetensors, atomically. The model's spec goes into the metadata when it has one."""
+                 metadata: dict[str, str] | None = None, layout: str = "compscale") -> None:
+    """Write weights atomically: safetensors, with the model's spec in the metadata when it has one, or, for a
+    ``.pth``/``.pt`` path, ``torch.save`` of the tensors alone (no metadata; ``torch.load(weights_only=True)``
+    reads it).
+
+    ``layout`` names the tensors as another library does (``"timm"``, ``"torchvision"``, any layout
+    :func:`layouts_for` lists for the model): the inverse of the key map that loads that library's weights, so
+    that its model of the same architecture takes the file with ``load_state_dict(state, strict=True)``."""
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    if layout != "compscale":
+        if not isinstance(model, nn.Module):
+            raise UserError(f"saving in the {layout} layout needs the model, not a state dict")
+        state = to_layout(model, layout)
     meta = dict(metadata or {})
     spec = getattr(model, "spec", None)
     if spec is not None:
         meta.setdefault("spec", spec.to_json())
+    if layout != "compscale":
+        meta.setdefault("layout", layout)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    path = Path(path)
     with atomic_path(path) as tmp:
-        save_safetensors(tensors, tmp, meta, path)
+        if path.suffix.lower() in (".pth", ".pt"):
+            torch.save(tensors, tmp)
+        else:
+            save_safetensors(tensors, tmp, meta, path)
+
+
+def to_layout(model: nn.Module, layout: str) -> dict[str, torch.Tensor]:
+    """``model``'s state dict with its keys named as in ``layout`` (the inverse of :func:`convert_state_dict`);
+    one line when the layout has no name for one of its tensors."""
+    mapping = _key_map(model, layout)
+    state = model.state_dict()
+    missing = [k for k in state if k not in mapping]
+    if missing:
+        raise UserError(f"the {layout} layout has no name for {missing[0]!r} of this {type(model).__name__}")
+    out = {mapping[k]: v for k, v in state.items()}
+    if len(out) != len(state):
+        raise UserError(f"the {layout} layout gives two tensors of this {type(model).__name__} one name")
+    return out
 
 
 def save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: dict[str, str],
@@ -189,20 +221,6 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: d
         os.chmod(tmp, new_file_mode(target))
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata of a safetensors file (empty for other formats)."""
-    path = Path(path)
-    if path.suffix != ".safetensors" or not path.is_file():
-        return {}
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), "pt") as fh:
-            return dict(fh.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as err:
-        raise UserError(f"{path} is not a readable safetensors file: {err}") from None
-
-
 def model_from_weights(path: str | os.PathLike, name: str | None = None) -> nn.Module:
     """Build the model a weights file was saved from (its spec is in compscale's safetensors metadata) and
     load it; for other files, build ``name`` and load strictly. The model is returned in eval mode."""
@@ -215,21 +233,46 @@ def model_from_weights(path: str | os.PathLike, name: str | None = None) -> nn.M
 
 def spec_of_weights(path: str | os.PathLike, name: str | None = None) -> ModelSpec:
     """The spec :func:`model_from_weights` builds: the one in the file's metadata (every field checked; one
-    line naming the file when it is not a valid spec), else ``name``'s."""
-    from compscale.models.registry import model_spec
-    from compscale.specs import spec_from_json
+    line naming the file when it is not a valid spec), else ``name``'s (any model reference)."""
+    from compscale.models.registry import model_spec, recorded_spec
 
-    meta = read_metadata(path)
-    if "spec" in meta:
-        try:
-            spec = spec_from_json(meta["spec"])
-        except UserError as err:
-            raise UserError(f"{path} records an invalid model spec in its metadata: {err}") from None
-        except RecursionError:
-            raise UserError(f"{path} records an invalid model spec in its metadata: nested too deeply") from None
+    spec = recorded_spec(path)
+    if spec is not None:
         if name is not None and model_spec(name).family != spec.family:
-            raise UserError(f"{path} holds a {spec.family} model, not {name}")
+            what = f"a {name.family} model" if isinstance(name, ModelSpec) else name
+            raise UserError(f"{path} holds a {spec.family} model, not {what}")
         return spec
     if name is not None:
         return model_spec(name)
     raise UserError(f"{path} does not say which model it holds; name the model")
+
+
+def reference_with_weights(ref: object, weights: str | os.PathLike | None = None) -> ModelReference:
+    """The model reference ``ref`` (:func:`~compscale.models.registry.resolve_reference`) with an explicit
+    ``weights`` file: the architecture the file records (its classes, input channels, resolution), else
+    ``ref``'s; the class names it records. Nothing is built: check its size, then :func:`build_reference`."""
+    from compscale.models.registry import recorded_classes, recorded_name, recorded_spec, resolve_reference
+
+    reference = resolve_reference(ref)
+    if weights is None:
+        return reference
+    weights = os.fspath(weights)
+    if not Path(weights).is_file():
+        raise UserError(f"weights file not found: {weights}")
+    meta = read_metadata(weights)
+    spec = recorded_spec(weights, meta) or reference.spec
+    if spec.family != reference.spec.family:
+        raise UserError(f"{weights} holds a {spec.family} model, not {ref}")
+    # Named after the weights' own model when they record another architecture than ``ref``'s.
+    name = reference.name if spec == reference.spec else recorded_name(weights, meta, spec)
+    return ModelReference(spec, weights, name, recorded_classes(weights, meta, spec.num_classes))
+
+
+def build_reference(reference: ModelReference) -> nn.Module:
+    """The model of a resolved reference, with its weights loaded when it has some, in eval mode."""
+    from compscale.models.registry import build_model
+
+    model = build_model(reference.spec)
+    if reference.weights is not None:
+        load_weights(model, reference.weights)
+    return model.eval()

@@ -21,6 +21,7 @@ from compscale.jobs.runner import Job, JobResult, RunSettings, run_jobs
 from compscale.progress import Progress
 from compscale.search.candidates import CandidateReport, enumerate_candidates
 from compscale.specs import ModelSpec
+from compscale.vocabulary import normalize
 
 KIND = "search"
 
@@ -33,17 +34,26 @@ class GridSettings:
     step: float = 0.05
     target: float = 2.0
     tolerance: float = 0.1
+    #: Keep only candidates that stay honest at these φ of a later sweep (the demo: 1, 2, 3); none: no check.
+    sweep_phis: tuple[float, ...] = ()
+    sweep_tolerance: float = 0.15  # the compound model realizes target^φ within this fraction
+    match_tolerance: float = 0.05  # ... and every single-dimension model matches its cost within this fraction
 
 
 def plan_search(base: str | ModelSpec, settings: RunSettings, grid: GridSettings) -> tuple[ModelSpec, CandidateReport]:
     """The data-aware baseline and its realized candidates (an error when the grid has none)."""
     base_spec = data_aware_base(base, settings.data, settings.resolution)
     report = enumerate_candidates(base_spec, grid.target, grid.tolerance, grid.alpha, grid.beta, grid.gamma,
-                                  grid.step)
+                                  grid.step, sweep_phis=grid.sweep_phis, sweep_tolerance=grid.sweep_tolerance,
+                                  match_tolerance=grid.match_tolerance)
     if not report.candidates:
-        raise UserError(f"no (alpha, beta, gamma) on this grid realizes {grid.target:g} ± {grid.tolerance:g} times "
-                        f"the baseline's multiply-adds ({report.grid_points} grid points, {report.nominal_feasible} "
-                        "nominally feasible): widen the grid or the tolerance")
+        swept = (f", {report.sweep_rejected} dropped because a sweep over phi = "
+                 f"{', '.join(f'{p:g}' for p in report.sweep_phis)} could not match their cost"
+                 if report.sweep_rejected else "")
+        raise UserError(f"no (alpha, beta, gamma) on this grid has alpha*beta^2*gamma^2 and a realized cost both "
+                        f"{grid.target:g} ± {grid.tolerance:g} times the baseline's ({report.grid_points} grid points, "
+                        f"{report.nominal_feasible} nominally feasible, {report.realized_feasible} realized"
+                        f"{swept}): widen the grid or the tolerance")
     return base_spec, report
 
 
@@ -68,9 +78,28 @@ def run_search(base: str | ModelSpec, settings: RunSettings, grid: GridSettings 
     summary["epochs_used"] = sum(t["epochs"] for t in summary["trials"]) * settings.seeds
     summary["epochs_exhaustive"] = len(report.candidates) * settings.epochs * settings.seeds
     summary["baseline"] = {"spec": base_spec.as_dict(), "macs": report.base_macs}
-    if not settings.join:
-        atomic_write_text(Path(settings.out) / "search.json", json.dumps(summary, indent=2))
+    summary["warnings"] = search_warnings(summary["trials"], report, base_spec.num_classes)
+    summary = {"model": base if isinstance(base, str) else base.family, **summary}
+    if not settings.join:  # the file in the one vocabulary of compscale's JSON (what `search --json` prints)
+        atomic_write_text(Path(settings.out) / "search.json", json.dumps(normalize(summary), indent=2))
     return summary
+
+
+def search_warnings(trials: list[dict[str, Any]], report: CandidateReport, classes: int) -> list[str]:
+    """What makes this search's choice untrustworthy: a baseline too coarse for the grid, candidates (or all of
+    them) that scored at chance."""
+    from compscale.stats import at_chance
+
+    warnings = [report.warning] if report.warning else []
+    scored = [t for t in trials if t["accuracy"] is not None]
+    chance = [t for t in scored if at_chance(t["accuracy"], classes)]
+    if scored and len(chance) == len(scored):
+        warnings.append(f"every candidate scored at chance (about {1 / classes:.0%} for {classes} classes): the proxy "
+                        "training learned nothing, so the choice among them is noise; train longer or on more images")
+    elif chance:
+        warnings.append(f"{len(chance)} of {len(scored)} candidates scored at chance (about {1 / classes:.0%} for "
+                        f"{classes} classes)")
+    return warnings
 
 
 def summarize(results: list[JobResult], report: CandidateReport) -> dict[str, Any]:

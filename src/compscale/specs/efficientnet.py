@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from compscale.errors import UserError
-from compscale.scaling import ScaleFactors, round_filters, round_repeats
+from compscale.scaling import MIN_RESOLUTION, ScaleFactors, round_filters, round_repeats
 from compscale.specs import checks
 from compscale.specs.base import Complexity, ModelSpec, bn_complexity, conv_complexity, linear_complexity
 
@@ -59,6 +59,11 @@ B0_STAGES: tuple[MBConvStage, ...] = (
 class EfficientNetSpec(ModelSpec):
     """A concrete EfficientNet: stem conv3x3/2, the MBConv stages, conv1x1 head, pool, dropout, FC.
 
+    ``stem_stride`` is the stem's stride (2, as released; 1 for a CIFAR-style network on 28-32 px images, whose
+    first stage then sees every pixel, so that a few pixels of resolution change every feature map).
+    ``divisor`` is the multiple width scaling rounds channels to (8, as released; a smaller one for narrow
+    stages, where steps of 8 channels would let the rounding, not the multiplier, decide the width).
+
     ``se_ratio`` is the squeeze-excitation reduction relative to the *block input* channels (0 disables SE,
     as in EfficientNet-Lite). ``scale_stem_head=False`` and ``fix_first_last_depth=True`` are Lite's rules.
     BatchNorm defaults are PyTorch's (momentum 0.1, eps 1e-5); TF's are momentum 0.01, eps 1e-3.
@@ -80,6 +85,8 @@ class EfficientNetSpec(ModelSpec):
     bn_momentum: float = 0.1
     scale_stem_head: bool = True
     fix_first_last_depth: bool = False
+    stem_stride: int = 2
+    divisor: int = 8
 
     def __post_init__(self) -> None:
         stages = checks.sequence("stages", self.stages)
@@ -94,12 +101,16 @@ class EfficientNetSpec(ModelSpec):
         checks.blocks(self.family, sum(s.repeats for s in stages))
         checks.choice("activation", self.activation, ("swish", "relu6", "relu"))
         checks.choice("padding", self.padding, ("symmetric", "same"))
-        checks.common(self)
+        if not checks.is_int(self.stem_stride) or self.stem_stride not in (1, 2):
+            raise UserError(f"stem_stride must be 1 or 2, got {checks.echo(self.stem_stride)}")
+        # A stride-1 stem sees half the side a stride-2 one needs: 16 px down to the same last feature map.
+        checks.common(self, min_resolution=MIN_RESOLUTION // (2 // self.stem_stride))
         checks.integer("stem_channels", self.stem_channels)
         checks.integer("head_channels", self.head_channels)
         object.__setattr__(self, "se_ratio", checks.number("se_ratio", self.se_ratio, 0.0, 1.0))
         checks.boolean("scale_stem_head", self.scale_stem_head)
         checks.boolean("fix_first_last_depth", self.fix_first_last_depth)
+        checks.integer("divisor", self.divisor, 1, 64)
         widest = max(s.out_channels for s in stages)
         if max(self.stem_channels, widest) * max(s.expand_ratio for s in stages) > checks.MAX_CHANNELS:
             raise UserError(f"the expanded channels exceed {checks.MAX_CHANNELS:,}: the network is too wide")
@@ -109,7 +120,8 @@ class EfficientNetSpec(ModelSpec):
         return sum(s.repeats for s in self.stages)
 
     def scaled(self, factors: ScaleFactors, depth_rounding: str = "ceil") -> "EfficientNetSpec":
-        """Scale this baseline: channels by w (``round_filters``), repeats by d (``ceil``), side by r."""
+        """Scale this baseline: channels by w (``round_filters`` to multiples of ``divisor``), repeats by d
+        (``ceil``), side by r."""
         last = len(self.stages) - 1
         stages = []
         for i, stage in enumerate(self.stages):
@@ -119,7 +131,7 @@ class EfficientNetSpec(ModelSpec):
                     expand_ratio=stage.expand_ratio,
                     kernel=stage.kernel,
                     stride=stage.stride,
-                    out_channels=round_filters(stage.out_channels, factors.width),
+                    out_channels=round_filters(stage.out_channels, factors.width, self.divisor),
                     repeats=(stage.repeats if fixed_depth
                              else round_repeats(stage.repeats, factors.depth, depth_rounding)),
                 )
@@ -127,8 +139,10 @@ class EfficientNetSpec(ModelSpec):
         scale_edge = self.scale_stem_head
         return self.replace(
             stages=tuple(stages),
-            stem_channels=round_filters(self.stem_channels, factors.width) if scale_edge else self.stem_channels,
-            head_channels=round_filters(self.head_channels, factors.width) if scale_edge else self.head_channels,
+            stem_channels=(round_filters(self.stem_channels, factors.width, self.divisor) if scale_edge
+                           else self.stem_channels),
+            head_channels=(round_filters(self.head_channels, factors.width, self.divisor) if scale_edge
+                           else self.head_channels),
             resolution=factors.resolve_resolution(self.resolution),
             dropout=self.dropout if factors.dropout is None else factors.dropout,
         )
@@ -143,7 +157,7 @@ class EfficientNetSpec(ModelSpec):
             h, w = math.ceil(h / stride), math.ceil(w / stride)  # SAME and symmetric k//2 agree for odd k
             return conv_complexity(c_in, c_out, k, h, w, groups) + bn_complexity(c_out)
 
-        total += conv_bn(self.in_chans, self.stem_channels, 3, 2)
+        total += conv_bn(self.in_chans, self.stem_channels, 3, self.stem_stride)
         c_in = self.stem_channels
         for stage in self.stages:
             for b in range(stage.repeats):
@@ -161,7 +175,7 @@ class EfficientNetSpec(ModelSpec):
         return total + linear_complexity(self.head_channels, self.num_classes)
 
     def stage_table(self) -> list[dict[str, Any]]:
-        rows = [{"name": "stem", "op": "conv3x3", "kernel": 3, "stride": 2, "repeats": 1,
+        rows = [{"name": "stem", "op": "conv3x3", "kernel": 3, "stride": self.stem_stride, "repeats": 1,
                  "channels": self.stem_channels}]
         for i, s in enumerate(self.stages, start=1):
             rows.append(

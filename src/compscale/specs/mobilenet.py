@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from compscale.errors import UserError
-from compscale.scaling import MIN_RESOLUTION, ScaleFactors, round_filters, round_repeats
+from compscale.scaling import ScaleFactors, round_filters, round_repeats
+from compscale.specs import checks
 from compscale.specs.base import Complexity, ModelSpec, bn_complexity, conv_complexity, linear_complexity
 
 Block = Literal["separable", "inverted"]
@@ -42,6 +43,21 @@ class MobileNetStage:
     stride: int
     kernel: int = 3
     expand_ratio: int = 1
+
+    def __post_init__(self) -> None:
+        checks.choice("block", self.block, BLOCKS)
+        checks.integer("out_channels", self.out_channels)
+        checks.integer("repeats", self.repeats, 1, checks.MAX_BLOCKS)
+        if not checks.is_int(self.stride) or self.stride not in (1, 2):
+            raise UserError(f"stride must be 1 or 2, got {checks.echo(self.stride)}")
+        if checks.integer("kernel", self.kernel, 1, checks.MAX_KERNEL) % 2 != 1:
+            raise UserError(f"kernel must be odd (the padding is symmetric), got {self.kernel}")
+        checks.integer("expand_ratio", self.expand_ratio, 1, checks.MAX_EXPAND)
+        if self.block == "separable" and self.expand_ratio != 1:
+            raise UserError(f"a separable stage has no expansion, got expand_ratio {self.expand_ratio}")
+        if self.out_channels * self.expand_ratio > checks.MAX_CHANNELS:
+            raise UserError(f"out_channels x expand_ratio = {self.out_channels * self.expand_ratio:,} channels is "
+                            f"too wide (at most {checks.MAX_CHANNELS:,})")
 
 
 #: MobileNetV1 (Table 1 of Howard et al.; timm's ``dsa_*`` arch def): 13 separable blocks after the stem.
@@ -63,11 +79,6 @@ V2_STAGES: tuple[MobileNetStage, ...] = (
     MobileNetStage("inverted", 160, 3, 2, expand_ratio=6),
     MobileNetStage("inverted", 320, 1, 1, expand_ratio=6),
 )
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,27 +105,25 @@ class MobileNetSpec(ModelSpec):
     fix_first_last_depth: bool = False
 
     def __post_init__(self) -> None:
-        if not self.stages:
+        stages = checks.sequence("stages", self.stages)
+        if not stages:
             raise UserError("a MobileNet needs at least one stage")
-        for name in ("stem_channels", "resolution", "in_chans", "num_classes"):
-            _positive_int(name, getattr(self, name))
-        if self.resolution < MIN_RESOLUTION:
-            raise UserError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {self.resolution}")
-        if isinstance(self.head_channels, bool) or not isinstance(self.head_channels, int) or self.head_channels < 0:
-            raise UserError(f"head_channels must be an integer >= 0 (0: no head conv), got {self.head_channels!r}")
-        if self.activation not in ACTIVATIONS:
-            raise UserError(f"unknown activation {self.activation!r}; use {', '.join(ACTIVATIONS)}")
-        for stage in self.stages:
+        for i, stage in enumerate(stages):
             if not isinstance(stage, MobileNetStage):
-                raise UserError(f"invalid stage {stage!r}")
-            if stage.block not in BLOCKS:
-                raise UserError(f"unknown block {stage.block!r}; use separable or inverted")
-            for name in ("out_channels", "repeats", "kernel", "expand_ratio"):
-                _positive_int(f"stage {name}", getattr(stage, name))
-            if stage.kernel % 2 != 1 or stage.stride not in (1, 2):
-                raise UserError(f"invalid stage {stage} (odd kernel, stride 1 or 2)")
-            if stage.block == "separable" and stage.expand_ratio != 1:
-                raise UserError(f"a separable stage has no expansion, got expand_ratio {stage.expand_ratio}")
+                raise UserError(f"stages[{i}] must be a MobileNet stage (a mapping of block, out_channels, repeats, "
+                                f"stride, kernel, expand_ratio), got {checks.echo(stage)}")
+        if stages is not self.stages:
+            object.__setattr__(self, "stages", stages)
+        checks.blocks(self.family, sum(s.repeats for s in stages))
+        checks.choice("activation", self.activation, ACTIVATIONS)
+        checks.common(self)
+        checks.integer("stem_channels", self.stem_channels)
+        checks.integer("head_channels", self.head_channels, 0)  # 0: no head conv (MobileNetV1)
+        checks.boolean("scale_stem_head", self.scale_stem_head)
+        checks.boolean("fix_first_last_depth", self.fix_first_last_depth)
+        widest = max([self.stem_channels] + [s.out_channels for s in stages])
+        if widest * max(s.expand_ratio for s in stages) > checks.MAX_CHANNELS:
+            raise UserError(f"the expanded channels exceed {checks.MAX_CHANNELS:,}: the network is too wide")
 
     @property
     def total_blocks(self) -> int:

@@ -28,7 +28,7 @@ from compscale.monotone import closest_to_target
 from compscale.plots import pyplot, save_figure
 from compscale.progress import Progress
 from compscale.specs.resnet import ResNetSpec, ResNetStage
-from compscale.studies.common import MATCH_TOLERANCE, attach_accuracy, macs_of, match_record, model_jobs, separated
+from compscale.studies.common import MATCH_TOLERANCE, attach_accuracy, macs_of, match_record, model_jobs, paired
 from compscale.studies.report import fmt_band, fmt_dev, fmt_k, fmt_m, markdown_table, write_study
 
 KIND = "cardinality"
@@ -128,6 +128,7 @@ def run(settings: RunSettings, budget: float = 2.0, base: str | ResNetSpec = BAS
     attach_accuracy(models, results, out)
     variants = [m for m in models if m["dimension"] != "baseline"]
     ranked = sorted(variants, key=lambda m: -m["accuracy"]["mean"])
+    lead = paired(ranked[0]["accuracy"], ranked[1]["accuracy"])  # the winner's lead, seed k against seed k
     payload = {
         "study": KIND,
         "question": "At equal multiply-adds, does more cardinality beat more depth or more width? "
@@ -139,7 +140,8 @@ def run(settings: RunSettings, budget: float = 2.0, base: str | ResNetSpec = BAS
         "models": models,
         "ranking": [m["dimension"] for m in ranked],
         "winner": ranked[0]["dimension"],
-        "winner_separated": separated(ranked[0]["accuracy"], ranked[1]["accuracy"]),
+        "winner_separated": lead.verdict == "won",
+        "winner_paired": lead.as_dict(),
         "seconds": time.perf_counter() - t0,
     }
     return write_study(out, KIND, payload, _plot, section)
@@ -182,9 +184,16 @@ def section(payload: dict[str, Any]) -> str:
     winner = by[payload["winner"]]
     runner = by[payload["ranking"][1]]
     gap = 100 * (winner["accuracy"]["mean"] - runner["accuracy"]["mean"])
-    verdict = (f"**{payload['winner']}** ranks first, {gap:.2f} points above {runner['dimension']}"
-               + ("" if payload["winner_separated"] else
-                  " — within the seed noise (the mean ± std bands overlap), so this run does not separate them"))
+    lead = payload["winner_paired"]
+    if lead["gap_low"] is None:
+        reading = " — one seed gives no noise estimate, so this run does not separate them"
+    elif payload["winner_separated"]:
+        reading = (f" (paired 95% interval of the lead over {lead['pairs']} seeds: [{100 * lead['gap_low']:+.2f}, "
+                   f"{100 * lead['gap_high']:+.2f}] points, above 0)")
+    else:
+        reading = (f" — a tie: the paired 95% interval of the lead over {lead['pairs']} seeds, "
+                   f"[{100 * lead['gap_low']:+.2f}, {100 * lead['gap_high']:+.2f}] points, contains 0")
+    verdict = f"**{payload['winner']}** ranks first, {gap:.2f} points above {runner['dimension']}" + reading
     limits = []
     if s.get("limit_train"):
         limits.append(f"{s['limit_train']} training images")

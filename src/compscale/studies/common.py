@@ -1,5 +1,6 @@
-"""What the cardinality and family studies share: their default recipe, cost matching, the noise band over
-seeds, and the report fragments. They run their jobs through the one runner (:mod:`compscale.jobs`).
+"""What the cardinality and family studies share: their default recipe, cost matching, the band over seeds, the
+paired comparison of two models (:func:`paired`, the same reading as the demo's), and the report fragments.
+They run their jobs through the one runner (:mod:`compscale.jobs`).
 
 Every model a study trains is a concrete spec whose *realized* multiply-adds (for the data's input channels
 and classes, at the study's resolution) are reported next to the target it was matched to, so "at equal
@@ -16,6 +17,7 @@ from compscale.compound import realized_cost
 from compscale.errors import UserError
 from compscale.jobs.runner import Job, JobResult, RunSettings, job_seeds, require_all_finished
 from compscale.specs import ModelSpec
+from compscale.stats import PairedGap, paired_gap
 
 #: Realized cost within this fraction of the target counts as matched (the acceptance criterion).
 MATCH_TOLERANCE = 0.10
@@ -90,12 +92,13 @@ def model_jobs(models: list[dict[str, Any]], settings: RunSettings) -> list[Job]
             for m in models for seeds in job_seeds(settings)]
 
 
-def band(values: list[float]) -> dict[str, Any]:
-    """Mean ± sample standard deviation over seeds (std 0 with one seed), min, max and the values."""
+def band(values: list[float], seeds: list[int] | None = None) -> dict[str, Any]:
+    """Mean ± sample standard deviation over seeds (std 0 with one seed), min, max, the values and which seed
+    each came from (``seed_order``, what :func:`paired` pairs by)."""
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return {"mean": mean, "std": std, "min": min(values), "max": max(values), "values": list(values),
-            "seeds": len(values)}
+            "seeds": len(values), "seed_order": list(range(len(values))) if seeds is None else list(seeds)}
 
 
 def attach_accuracy(models: list[dict[str, Any]], results: list[JobResult], out: str | Path) -> None:
@@ -103,11 +106,17 @@ def attach_accuracy(models: list[dict[str, Any]], results: list[JobResult], out:
     require_all_finished(results, out)
     for m in models:
         mine = [r for r in results if r.job.labels["model"] == m["name"]]
-        m["accuracy"] = band([a for r in mine for a in r.accuracies])
+        by_seed = {seed: a for r in mine for seed, a in zip(r.job.seeds, r.accuracies)}
+        m["accuracy"] = band([by_seed[s] for s in sorted(by_seed)], sorted(by_seed))
         times = [r.train_seconds / len(r.accuracies) for r in mine if r.train_seconds is not None]
         m["train_seconds"] = statistics.fmean(times) if times else None
 
 
-def separated(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """True when two accuracy bands do not overlap (mean ± std): a difference larger than the seed noise."""
-    return abs(a["mean"] - b["mean"]) > a["std"] + b["std"]
+def paired(a: dict[str, Any], b: dict[str, Any]) -> PairedGap:
+    """Model a against model b over the seeds both trained, seed k against seed k (the same data order): the mean
+    gap a − b with its 95% Student-t interval; won / tied / lost, or "no noise estimate" with one seed."""
+    sb = dict(zip(b["seed_order"], b["values"]))
+    pairs = [(x, sb[s]) for s, x in zip(a["seed_order"], a["values"]) if s in sb]
+    if not pairs:
+        raise UserError("the two models share no seed: they cannot be compared pair by pair")
+    return paired_gap([x for x, _ in pairs], [y for _, y in pairs])

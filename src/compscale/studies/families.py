@@ -37,7 +37,7 @@ from compscale.studies.common import (
     macs_of,
     match_record,
     model_jobs,
-    separated,
+    paired,
 )
 from compscale.studies.report import fmt_band, fmt_dev, fmt_k, fmt_m, markdown_table, write_study
 
@@ -181,9 +181,10 @@ def run(settings: RunSettings, levels: tuple[float, ...] = (1.0, 2.0), progress:
     for k, level in enumerate(planned["levels"], start=1):
         at = {m["family"]: m for m in models if m["level_index"] == k}
         r, i = at["resnext"], at["inception_resnet"]
+        gap = paired(r["accuracy"], i["accuracy"])  # seed k against seed k
         comparison.append({"level": level, "target_macs": r["target_macs"],
                            "resnext_minus_inception": r["accuracy"]["mean"] - i["accuracy"]["mean"],
-                           "separated": separated(r["accuracy"], i["accuracy"]),
+                           "separated": gap.verdict in ("won", "lost"), "paired": gap.as_dict(),
                            "best": max(at.values(), key=lambda m: m["accuracy"]["mean"])["family"]})
     payload = {
         "study": KIND,
@@ -240,8 +241,13 @@ def section(payload: dict[str, Any]) -> str:
     for c in payload["comparison"]:
         diff = 100 * c["resnext_minus_inception"]
         who = "ResNeXt" if diff > 0 else "Inception-ResNet"
+        g = c["paired"]
+        reading = (" (one seed: no noise estimate)" if g["gap_low"] is None else
+                   f" (paired 95% interval [{100 * g['gap_low']:+.2f}, {100 * g['gap_high']:+.2f}] points over "
+                   f"{g['pairs']} seeds"
+                   + ("" if c["separated"] else ": contains 0, a tie") + ")")
         lines.append(f"- at {c['level']:g}× ({c['target_macs'] / 1e6:.2f}M MACs): {who} ahead by {abs(diff):.2f} points"
-                     + ("" if c["separated"] else " (within the seed noise)")
+                     + reading
                      + f"; best of the three: {FAMILY_LABELS[c['best']]}")
     limits = f", {s['limit_train']} training images" if s.get("limit_train") else ""
     return "\n".join([

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compscale.io import atomic_write_text
+from compscale.vocabulary import normalize
 
 
 def write_study(out: Path, kind: str, payload: dict[str, Any], plot: Callable[[dict[str, Any], Path], None],
@@ -19,7 +20,8 @@ def write_study(out: Path, kind: str, payload: dict[str, Any], plot: Callable[[d
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+    # In the one vocabulary of compscale's JSON (what `compscale study ... --json` prints).
+    atomic_write_text(path, json.dumps(normalize(payload), indent=2, default=str) + "\n")
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, Callable[[Any], str]]]) -> str:

@@ -324,3 +324,23 @@ def read_weights_spec(path: str | Path) -> dict[str, Any] | None:
         raise UserError(f"{path} records an invalid model spec in its metadata: {err}") from None
     except RecursionError:
         raise UserError(f"{path} records an invalid model spec in its metadata: nested too deeply") from None
+
+
+def weights_metadata(cfg: Any, data: Any, final: dict[str, Any]) -> dict[str, str]:
+    """What a trained ``model.safetensors`` records beside its spec (``cfg``: the run's resolved config; ``data``:
+    its :class:`~compscale.data.DataBundle`): the model's name (``model``: the label of its reference), the data
+    it was trained on, its final top-1, the class names (``classes``: the
+    ImageFolder's class folders or the built-in dataset's names, shown by predict, eval and cam) and the
+    preprocessing the training used (``preprocess``: side and normalisation, so that predict and cam feed the
+    model what it was trained on)."""
+    from compscale.models.registry import MAX_LABEL, reference_label
+    from compscale.pretrained import Preprocess
+
+    meta = {"top1": str(final.get("top1")), "data": cfg.data, "model": reference_label(cfg.model)[:MAX_LABEL]}
+    if all(isinstance(c, str) and 0 < len(c) <= MAX_LABEL and c.isprintable() for c in data.classes):
+        meta["classes"] = json.dumps(list(data.classes))
+    if data.channels in (1, 3):
+        meta["preprocess"] = Preprocess(resolution=cfg.resolution, crop_pct=1.0, in_chans=data.channels,
+                                        mean=tuple(255.0 * m for m in data.mean),
+                                        std=tuple(255.0 * s for s in data.std)).to_json()
+    return meta

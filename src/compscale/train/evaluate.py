@@ -17,6 +17,7 @@ from torch import nn
 from compscale.data import BatchPreparer, DataBundle, collate, load_dataset
 from compscale.errors import UserError
 from compscale.models.registry import model_spec
+from compscale.progress import Progress, report
 from compscale.train.checkpoint import check_weights_spec, read_weights_spec
 from compscale.train.distributed import DistInfo, all_reduce_sum, pick_device
 
@@ -76,21 +77,25 @@ class _Tally:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, prep: BatchPreparer, num_classes: int,
-             info: DistInfo = DistInfo(), amp_dtype: torch.dtype | None = None) -> EvalResult:
-    """Accuracy of ``model`` over ``loader`` (each process its shard; sums are combined across processes)."""
-    return evaluate_members(model, loader, prep, num_classes, info, amp_dtype, members=0)[0]
+             info: DistInfo = DistInfo(), amp_dtype: torch.dtype | None = None,
+             progress: Progress | None = None) -> EvalResult:
+    """Accuracy of ``model`` over ``loader`` (each process its shard; sums are combined across processes).
+    ``progress`` gets an ``eval`` event before the first batch and after each (``done``/``total``: batches)."""
+    return evaluate_members(model, loader, prep, num_classes, info, amp_dtype, members=0, progress=progress)[0]
 
 
 @torch.no_grad()
 def evaluate_members(model: nn.Module, loader: torch.utils.data.DataLoader, prep: BatchPreparer, num_classes: int,
                      info: DistInfo = DistInfo(), amp_dtype: torch.dtype | None = None,
-                     members: int = 0) -> list[EvalResult]:
+                     members: int = 0, progress: Progress | None = None) -> list[EvalResult]:
     """Accuracy of each member of a packed model (``members`` = k: every member sees the same test batch, and
     the model returns logits (B, k, classes)); ``members=0`` evaluates an ordinary model (one result)."""
     model.eval()
     device = prep.device
     tallies = [_Tally(num_classes, device) for _ in range(max(1, members))]
-    for x, y in loader:
+    total = len(loader)
+    report(progress, "eval", "evaluating", done=0, total=total)
+    for i, (x, y) in enumerate(loader, start=1):
         x, y = prep(x), y.to(device)
         if members:
             x = torch.cat([x] * members, dim=1)  # member m's input in channels m·C..(m+1)·C
@@ -98,6 +103,7 @@ def evaluate_members(model: nn.Module, loader: torch.utils.data.DataLoader, prep
             logits = model(x)
         for m, tally in enumerate(tallies):
             tally.add(logits[:, m] if members else logits, y)
+        report(progress, "eval", "evaluating", done=i, total=total)
     return [t.result(info) for t in tallies]
 
 
@@ -110,8 +116,9 @@ def eval_loader(dataset: torch.utils.data.Dataset, batch_size: int, info: DistIn
 
 def eval_model(model_name: str, weights: str | Path, data_name: str, resolution: int | None = None,
                batch_size: int = 128, device: str = "auto", workers: int = 0,
-               amp: bool = False) -> tuple[EvalResult, DataBundle]:
-    """Evaluate a trained weights file on a dataset's test split (the model is built for the data's classes)."""
+               amp: bool = False, progress: Progress | None = None) -> tuple[EvalResult, DataBundle]:
+    """Evaluate a trained weights file on a dataset's test split (the model is built for the data's classes);
+    ``progress`` as :func:`evaluate`'s."""
     from compscale.compound import check_model_size
     from compscale.models.registry import build_model, resolve_spec
     from compscale.models.weights import load_weights
@@ -131,4 +138,4 @@ def eval_model(model_name: str, weights: str | Path, data_name: str, resolution:
     info = DistInfo(device=dev)
     amp_dtype = torch.bfloat16 if amp else None
     loader = eval_loader(data.test, batch_size, info, workers)
-    return evaluate(model, loader, prep, data.num_classes, info, amp_dtype), data
+    return evaluate(model, loader, prep, data.num_classes, info, amp_dtype, progress), data

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from compscale.data import BatchPreparer, DataBundle, collate, load_dataset
-from compscale.errors import UserError
+from compscale.errors import Interrupted, UserError
 from compscale.io import atomic_write_text
 from compscale.locks import output_lock
 from compscale.models.registry import model_spec
@@ -141,7 +142,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     try:
         with _output_folder(cfg, info, resume, overwrite):
-            return _Run(cfg, info, resume, progress or silent).run()
+            run = _Run(cfg, info, resume, progress or silent)
+            with interruptible(run.stop):
+                return run.run()
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1])
@@ -151,6 +154,38 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
 
 #: The files a run leaves in its folder: any of them there means a run was started there.
 RUN_FILES = (CHECKPOINT_NAME, "model.safetensors", "metrics.jsonl", "config.yaml", "metrics.png")
+
+
+@dataclass
+class StopRequest:
+    """Set by :func:`interruptible`'s signal handler: the signal that asked the run to stop."""
+
+    signal: int | None = None
+
+
+@contextmanager
+def interruptible(stop: StopRequest) -> Iterator[None]:
+    """While a run trains, SIGINT (Ctrl-C) and SIGTERM only *ask* it to stop: it finishes the step in hand,
+    checkpoints, and raises :class:`~compscale.errors.Interrupted` naming how to resume — no epoch is lost. A
+    second signal stops it at once. (Only in the main thread, where Python delivers signals.)"""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum: int, frame: Any) -> None:
+        if stop.signal is not None:
+            raise KeyboardInterrupt
+        stop.signal = signum
+
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextmanager
@@ -183,6 +218,51 @@ def _set_kernels(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def without_step_losses(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The epoch records as a checkpoint keeps them: without ``step_loss`` (metrics.jsonl has it), so that the
+    checkpoint stays small however long the run."""
+    return [{k: v for k, v in r.items() if k != "step_loss"} for r in history]
+
+
+def with_step_losses(history: list[dict[str, Any]], metrics: Path) -> list[dict[str, Any]]:
+    """Checkpointed epoch records with their ``step_loss`` read back from the run's ``metrics.jsonl``, where it has
+    them (a missing or unreadable file, or line, leaves them out: they are a log, not the run's state)."""
+    try:
+        lines = metrics.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return history
+    steps: dict[int, list[Any]] = {}
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int) and isinstance(record.get("step_loss"),
+                                                                                              list):
+            steps[record["epoch"]] = record["step_loss"]
+    return [{**r, "step_loss": steps[r["epoch"]]} if isinstance(r.get("epoch"), int) and r["epoch"] in steps
+            else r for r in history]
+
+
+def _local_step_losses(epoch: "_Epoch") -> list[Any]:
+    """This process's step losses of ``epoch`` so far, as numbers (lists of numbers for a packed run)."""
+    resumed = [v for v in epoch.step_losses if not isinstance(v, torch.Tensor)]
+    tensors = [v for v in epoch.step_losses if isinstance(v, torch.Tensor)]
+    return resumed + (torch.stack(tensors).double().cpu().tolist() if tensors else [])
+
+
+def _numbers(value: Any, count: int) -> list[Any]:
+    """A checkpoint's ``step_losses``: ``count`` numbers (or lists of numbers), else nothing (an older or foreign
+    checkpoint: the resumed epoch's record then lacks those steps' losses)."""
+    def ok(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) or (
+            isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
+
+    if isinstance(value, list) and len(value) == count and all(ok(v) for v in value):
+        return list(value)
+    return []
+
+
 @dataclass
 class _Epoch:
     """One epoch in progress: where it started, and its training loss so far (this process's share)."""
@@ -193,14 +273,20 @@ class _Epoch:
     loss_sum: torch.Tensor
     seen: int
     seconds: float = 0.0  # time spent training (not evaluating)
+    #: Each step's training loss, in order: the steps before a resume (numbers, from the checkpoint), then this
+    #: process's loss tensors (turned into numbers once, at the epoch's end: no synchronisation per step).
+    step_losses: list[Any] = field(default_factory=list)
+    step_loss: list[Any] | None = None  # the same, averaged over processes (:meth:`_Run._step_loss`)
 
 
 class _Run:
     def __init__(self, cfg: TrainConfig, info: DistInfo, resume: bool, progress: Progress) -> None:
         self.info, self.progress, self.device = info, progress, info.device
+        self.stop = StopRequest()
         _set_kernels(cfg, info.device)
         cfg = cfg.resolved(model_spec(cfg.model).resolution)
         self.out = Path(cfg.out)
+        self.resume_hint = f"resume with: compscale train --resume --out {shlex.quote(str(self.out))}"
         self.data = load_dataset(cfg.data, cfg.resolution, cfg.augment, cfg.limit_train, cfg.limit_test, cfg.holdout)
         self.cfg = replace(cfg, augment=self.data.augment)
         self._build_model()
@@ -208,11 +294,12 @@ class _Run:
         self._build_loaders()
         self.start_epoch, self.start_step, self.history = 0, 0, []
         self.resumed_loss: tuple[float, int] = (0.0, 0)
+        self.resumed_steps: list[Any] = []  # the interrupted epoch's step losses before the checkpoint
         self.epoch: _Epoch | None = None
         if resume:
             self._resume()
         self.frozen: bool | None = None
-        self.net: nn.Module = self.model
+        self.net: nn.Module = torch.compile(self.model) if cfg.compile else self.model
 
     # -- building ---------------------------------------------------------------------------------------
 
@@ -277,18 +364,20 @@ class _Run:
         state.restore_optimizer(self.optimizer)
         state.restore_scaler(self.scaler)
         self.start_epoch, self.start_step = int(state.meta["epoch"]), int(state.meta["step_in_epoch"])
-        self.history = list(state.meta.get("history", []))
+        self.history = with_step_losses(list(state.meta.get("history", [])), self.out / "metrics.jsonl")
         self.resumed_loss = tuple(state.meta.get("epoch_loss", [0.0, 0]))
+        self.resumed_steps = _numbers(state.meta.get("step_losses"), self.start_step)
 
     def _save(self, epoch: int, step_in_epoch: int) -> None:
         if not self.info.is_main:
             return
         meta = {"epoch": epoch, "step_in_epoch": step_in_epoch,
                 "global_step": epoch * self.steps_per_epoch + step_in_epoch,
-                "config": self.cfg.as_dict(), "history": self.history, "spec": self.model.spec.as_dict(),
-                "ema_updates": self.ema.updates if self.ema else 0,
+                "config": self.cfg.as_dict(), "history": without_step_losses(self.history),
+                "spec": self.model.spec.as_dict(), "ema_updates": self.ema.updates if self.ema else 0,
                 # This process's share of the epoch's training loss so far (for the epoch's mean on resume).
-                "epoch_loss": [float(self.epoch.loss_sum), self.epoch.seen] if step_in_epoch else [0.0, 0]}
+                "epoch_loss": [float(self.epoch.loss_sum), self.epoch.seen] if step_in_epoch else [0.0, 0],
+                "step_losses": _local_step_losses(self.epoch) if step_in_epoch else []}
         save_checkpoint(self.out / CHECKPOINT_NAME, model=self.model, optimizer=self.optimizer,
                         ema=self.ema.module if self.ema else None, scaler=self.scaler, meta=meta)
         self.last_save = time.monotonic()
@@ -362,7 +451,7 @@ class _Run:
         if start > 0:  # the part of this epoch's training loss summed before the checkpoint
             loss_sum += self.resumed_loss[0]
             seen = self.resumed_loss[1]
-        self.epoch = _Epoch(index, start, cfg.lr, loss_sum, seen)
+        self.epoch = _Epoch(index, start, cfg.lr, loss_sum, seen, step_losses=list(self.resumed_steps) if start else [])
         return self.epoch
 
     def _train_steps(self, epoch: _Epoch) -> None:
@@ -376,11 +465,24 @@ class _Run:
             loss = self._step(self.prep(x), y.to(self.device, non_blocking=True))
             epoch.loss_sum += loss.detach().double() * len(y)
             epoch.seen += len(y)
+            epoch.step_losses.append(loss.detach())
             report(self.progress, "step", done=i + 1, total=spe, loss=loss.detach(), lr=epoch.lr)
             if i + 1 < spe and self._checkpoint_due(step):
                 self._save(epoch.index, i + 1)
             self._pause_if_asked(step)
+            self._stop_if_asked(epoch, i + 1)
         epoch.seconds = time.perf_counter() - t0
+
+    def _stop_if_asked(self, epoch: _Epoch, done: int) -> None:
+        """A SIGINT or SIGTERM arrived during the step (see :func:`interruptible`): checkpoint here and stop."""
+        if self.stop.signal is None:
+            return
+        import signal
+
+        self._save(epoch.index, done)
+        name = signal.Signals(self.stop.signal).name
+        raise Interrupted(f"{name} at step {done} of epoch {epoch.index + 1}; the checkpoint is saved: "
+                          f"{self.resume_hint}")
 
     def _checkpoint_due(self, step: int) -> bool:
         """Whether to checkpoint after global ``step``: every ``checkpoint_steps``, or after ``checkpoint_minutes``."""
@@ -392,27 +494,41 @@ class _Run:
         """The test hook of :data:`PAUSE_ENV`."""
         if step == self.pause_at:
             print(f"compscale: paused at step {step}", file=sys.stderr, flush=True)
-            time.sleep(3600)
+            end = time.monotonic() + 3600
+            while self.stop.signal is None and time.monotonic() < end:  # a stop request ends the pause
+                time.sleep(0.05)
 
     def _evaluate_epoch(self) -> EvalResult:
         """Test accuracy of the weights as they will be saved (the EMA's when on), with every process's
         BatchNorm statistics equal to rank 0's, re-estimated first when ``precise_bn`` asks."""
         self._sync_buffers()
         evaluated = self.ema.module if self.ema else self.model
-        if self.cfg.precise_bn:
+        if self.cfg.precise_bn and not self.frozen:  # a frozen backbone keeps its statistics: a linear probe
             self._precise_bn(evaluated)
-        return evaluate(evaluated, self.test_loader, self.prep, self.data.num_classes, self.info, self.amp_dtype)
+        return evaluate(evaluated, self.test_loader, self.prep, self.data.num_classes, self.info, self.amp_dtype,
+                        self.progress)
 
     def _epoch_record(self, epoch: _Epoch, totals: torch.Tensor, result: EvalResult) -> dict[str, Any]:
         """The line of ``metrics.jsonl`` for ``epoch`` (``totals``: the training loss sum and images, all processes)."""
         record = {"epoch": epoch.index + 1, "step": (epoch.index + 1) * self.steps_per_epoch, "lr": epoch.lr,
                   "train_loss": float(totals[0] / max(1.0, float(totals[1]))), "loss": result.loss,
                   "top1": result.top1, "top5": result.top5,
-                  "img_s": float(totals[1]) / epoch.seconds if epoch.seconds > 0 else None,
-                  "epoch_time_s": epoch.seconds, "ema": self.ema is not None}
+                  "images_per_s": float(totals[1]) / epoch.seconds if epoch.seconds > 0 else None,
+                  "epoch_seconds": epoch.seconds, "ema": self.ema is not None}
         if epoch.start > 0:
             record["resumed_at_step"] = epoch.start
+        record["step_loss"] = self._step_loss(epoch)  # last: one number per step, the line's longest part
         return record
+
+    def _step_loss(self, epoch: _Epoch) -> list[Any]:
+        """The epoch's training loss at each step, averaged over the processes (each a number; a packed run's,
+        a list of one number per member). Computed once per epoch: one synchronisation, not one per step."""
+        if epoch.step_loss is None:
+            values = torch.tensor(_local_step_losses(epoch), dtype=torch.float64, device=self.device)
+            if self.info.world_size > 1:
+                values = all_reduce_sum(values, self.info) / self.info.world_size
+            epoch.step_loss = values.tolist()
+        return epoch.step_loss
 
     def _record(self, record: dict[str, Any]) -> None:
         """Add the epoch to the history and ``metrics.jsonl``, checkpoint at its end, and report it."""
@@ -453,12 +569,13 @@ class _Run:
     def _finish(self) -> dict[str, Any]:
         from compscale.models.weights import save_weights
         from compscale.plots import plot_metrics
+        from compscale.train.checkpoint import weights_metadata
 
         final = self.history[-1] if self.history else {}
         if self.info.is_main:
             weights = self.ema.module if self.ema else self.model
             save_weights(weights, self.out / "model.safetensors",
-                         metadata={"top1": str(final.get("top1")), "data": self.cfg.data})
+                         metadata=weights_metadata(self.cfg, self.data, final))
             plot_metrics(self.history, self.out / "metrics.png", title=f"{self.cfg.model} on {self.data.name}")
         return {"top1": final.get("top1"), "top5": final.get("top5"), "loss": final.get("loss"),
                 "epochs": final.get("epoch", 0), "out": str(self.out)}

@@ -40,7 +40,20 @@ from compscale.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, remove_
 from compscale.train.config import TrainConfig
 from compscale.train.distributed import GlobalBatchSampler, derive_seed, init_distributed, seed_rng, shutdown
 from compscale.train.evaluate import EvalResult, autocast, evaluate_members
-from compscale.train.loop import RESUME_KEYS, _Epoch, _Run, _set_kernels, build_for_data, precise_bn_images
+from compscale.train.loop import (
+    RESUME_KEYS,
+    StopRequest,
+    _Epoch,
+    _local_step_losses,
+    _numbers,
+    _Run,
+    _set_kernels,
+    build_for_data,
+    interruptible,
+    precise_bn_images,
+    with_step_losses,
+    without_step_losses,
+)
 
 #: The settings that may differ between the members of a pack (everything else must be equal).
 MEMBER_KEYS = ("seed", "out")
@@ -63,7 +76,9 @@ def train_packed(cfgs: Sequence[TrainConfig], out: str | Path, resume: bool = Fa
         if info.distributed:
             raise UserError("packed seeds train in one process; under torchrun train the seeds separately")
         with output_lock(Path(out), "packed training"):
-            return _PackedRun(cfgs, Path(out), info, resume, progress or silent).run()
+            run = _PackedRun(cfgs, Path(out), info, resume, progress or silent)
+            with interruptible(run.stop):
+                return run.run()
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1])
@@ -94,6 +109,8 @@ class _PackedRun(_Run):
         from compscale.data import load_dataset
 
         self.info, self.progress, self.device = info, progress, info.device
+        self.stop = StopRequest()
+        self.resume_hint = "run the same command again to resume"
         _set_kernels(cfgs[0], info.device)
         resolution = model_spec(cfgs[0].model).resolution
         cfgs = [c.resolved(resolution) for c in cfgs]
@@ -110,11 +127,12 @@ class _PackedRun(_Run):
         self.histories: list[list[dict[str, Any]]] = [[] for _ in range(self.k)]
         self.history = self.histories[0]
         self.resumed_loss: tuple[list[float], int] = ([0.0] * self.k, 0)
+        self.resumed_steps: list[Any] = []
         self.epoch: _Epoch | None = None
         if resume:
             self._resume()
         self.frozen = None
-        self.net = self.model
+        self.net = torch.compile(self.model) if self.cfg.compile else self.model
 
     # -- building ---------------------------------------------------------------------------------------
 
@@ -154,10 +172,12 @@ class _PackedRun(_Run):
         seen = self.epoch.seen if (step_in_epoch and self.epoch is not None) else 0
         meta = {"epoch": epoch, "step_in_epoch": step_in_epoch,
                 "global_step": epoch * self.steps_per_epoch + step_in_epoch,
-                "config": self.cfg.as_dict(), "history": self.histories[0], "spec": self.model.spec.as_dict(),
-                "ema_updates": self.ema.updates if self.ema else 0, "epoch_loss": [float(sum(loss)), seen],
-                "packed": {"configs": [c.as_dict() for c in self.members], "histories": self.histories,
-                           "epoch_loss": loss}}
+                "config": self.cfg.as_dict(), "history": without_step_losses(self.histories[0]),
+                "spec": self.model.spec.as_dict(), "ema_updates": self.ema.updates if self.ema else 0,
+                "epoch_loss": [float(sum(loss)), seen],
+                "step_losses": _local_step_losses(self.epoch) if (step_in_epoch and self.epoch is not None) else [],
+                "packed": {"configs": [c.as_dict() for c in self.members],
+                           "histories": [without_step_losses(h) for h in self.histories], "epoch_loss": loss}}
         save_checkpoint(self.out / CHECKPOINT_NAME, model=self.model, optimizer=self.optimizer,
                         ema=self.ema.module if self.ema else None, scaler=self.scaler, meta=meta)
         self.last_save = time.monotonic()
@@ -184,9 +204,11 @@ class _PackedRun(_Run):
         state.restore_optimizer(self.optimizer)
         state.restore_scaler(self.scaler)
         self.start_epoch, self.start_step = int(state.meta["epoch"]), int(state.meta["step_in_epoch"])
-        self.histories = [list(h) for h in packed["histories"]]
+        self.histories = [with_step_losses(list(h), Path(cfg.out) / "metrics.jsonl")
+                          for h, cfg in zip(packed["histories"], self.members)]
         self.history = self.histories[0]
         self.resumed_loss = ([float(v) for v in packed["epoch_loss"]], int(state.meta["epoch_loss"][1]))
+        self.resumed_steps = _numbers(state.meta.get("step_losses"), self.start_step)
 
     # -- the loop ---------------------------------------------------------------------------------------
 
@@ -213,7 +235,8 @@ class _PackedRun(_Run):
         if start > 0:
             loss_sum += torch.tensor(self.resumed_loss[0], dtype=torch.float64, device=self.device)
             seen = self.resumed_loss[1]
-        self.epoch = _Epoch(index, start, self.cfg.lr, loss_sum, seen)
+        resumed = list(self.resumed_steps) if start else []
+        self.epoch = _Epoch(index, start, self.cfg.lr, loss_sum, seen, step_losses=resumed)
         return self.epoch
 
     def _train_steps(self, epoch: _Epoch) -> None:
@@ -231,10 +254,12 @@ class _PackedRun(_Run):
             losses = self._step(x, y)
             epoch.loss_sum += losses.double() * len(y)
             epoch.seen += len(y)
+            epoch.step_losses.append(losses)
             report(self.progress, "step", done=i + 1, total=spe, loss=losses.sum(), lr=epoch.lr)
             if i + 1 < spe and self._checkpoint_due(step):
                 self._save(epoch.index, i + 1)
             self._pause_if_asked(step)
+            self._stop_if_asked(epoch, i + 1)
         epoch.seconds = time.perf_counter() - t0
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -284,6 +309,7 @@ class _PackedRun(_Run):
         totals = torch.tensor([float(epoch.loss_sum[m]), epoch.seen], dtype=torch.float64)
         record = self._epoch_record(epoch, totals, result)
         # One loop trained every member: each member's img/s is the images IT saw over the loop's time.
+        record["step_loss"] = [losses[m] for losses in record["step_loss"]]  # the member's own, not the pack's
         return record
 
     def _record_member(self, m: int, record: dict[str, Any]) -> None:
@@ -297,14 +323,15 @@ class _PackedRun(_Run):
         from compscale.models.packing import unpack
         from compscale.models.weights import save_weights
         from compscale.plots import plot_metrics
+        from compscale.train.checkpoint import weights_metadata
 
         results = []
         members = unpack(self.ema.module if self.ema else self.model)
         for cfg, model, history in zip(self.members, members, self.histories):
             final = history[-1] if history else {}
             out = Path(cfg.out)
-            save_weights(model, out / "model.safetensors", metadata={"top1": str(final.get("top1")), "data": cfg.data,
-                                                                     "packed_with": str(self.k)})
+            save_weights(model, out / "model.safetensors",
+                         metadata={**weights_metadata(cfg, self.data, final), "packed_with": str(self.k)})
             plot_metrics(history, out / "metrics.png", title=f"{cfg.model} on {self.data.name} (seed {cfg.seed})")
             results.append({"top1": final.get("top1"), "top5": final.get("top5"), "loss": final.get("loss"),
                             "epochs": final.get("epoch", 0), "out": str(out), "history": list(history)})
