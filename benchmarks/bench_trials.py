@@ -1,10 +1,11 @@
 """How fast one small trial trains: compscale's engine against a plain timm loop, per seed, same run.
 
 Every step-1 candidate, step-2 point and study point is a small network trained for a few epochs, several
-seeds each; this measures that unit of work on the demo's baseline (B0's table at a quarter of its depth and
-width, 32 px grayscale, Fashion-MNIST):
+seeds each; this measures that unit of work on the demo's baseline (``compscale.analysis.demo.demo_baseline``:
+an EfficientNet-style network with a stride-1 stem, 28 px grayscale, Fashion-MNIST):
 
-  (a) a plain timm loop: timm's ``_gen_efficientnet`` with the same multipliers, NCHW, images resized once,
+  (a) a plain timm loop: the same network from timm's generic EfficientNet builder (checked: the same params and
+      multiply-adds), NCHW, images prepared once,
       random flips per batch, ``loss.backward(); opt.step()``;
   (b) the same loop in channels_last;
   (c) compscale's engine (``compscale.train``), one seed at a time, its default path;
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +55,8 @@ def load_data(args: argparse.Namespace):
     """The same uint8 images every arm trains on (a fixed subset), and the test images."""
     from compscale.data import load_dataset
 
-    bundle = load_dataset(args.data, 32, "none", limit_train=args.limit_train, limit_test=args.limit_test)
+    bundle = load_dataset(args.data, _demo_spec().resolution, "none", limit_train=args.limit_train,
+                          limit_test=args.limit_test)
     tr, te = bundle.train, bundle.test
     return (tr.images, tr.labels, te.images, te.labels, bundle.mean, bundle.std)
 
@@ -62,14 +65,51 @@ def load_data(args: argparse.Namespace):
 
 
 def timm_model(seed: int, channels: int, classes: int) -> nn.Module:
-    from timm.models.efficientnet import _gen_efficientnet
+    """The demo's baseline (``compscale.analysis.demo.demo_baseline``) built by timm's generic EfficientNet
+    builder from the same table: a ``ds`` block for expansion 1, ``ir`` blocks otherwise, SE 0.25 of the block
+    input, swish, channels as written (divisor 1), and the stride-1 stem set on timm's conv after the build
+    (timm's builder has no stem-stride argument). :func:`check_twins` checks both count the same parameters and
+    multiply-adds."""
+    from functools import partial
 
+    from timm.models._efficientnet_builder import decode_arch_def, round_channels
+    from timm.models.efficientnet import EfficientNet
+
+    spec = _demo_spec()
+    arch = [[f"{'ds' if st.expand_ratio == 1 else 'ir'}_r{st.repeats}_k{st.kernel}_s{st.stride}_e{st.expand_ratio}"
+             f"_c{st.out_channels}_se{spec.se_ratio:g}"] for st in spec.stages]
     torch.manual_seed(seed)
-    return _gen_efficientnet("efficientnet_b0", channel_multiplier=0.25, depth_multiplier=0.25, pretrained=False,
-                             in_chans=channels, num_classes=classes, drop_rate=0.0)
+    model = EfficientNet(decode_arch_def(arch), num_classes=classes, num_features=spec.head_channels,
+                         in_chans=channels, stem_size=spec.stem_channels, fix_stem=True, act_layer=nn.SiLU,
+                         round_chs_fn=partial(round_channels, multiplier=1.0, divisor=spec.divisor),
+                         drop_rate=spec.dropout, drop_path_rate=spec.drop_path_rate)
+    model.conv_stem.stride = (spec.stem_stride, spec.stem_stride)
+    return model
 
 
-def plain_prepare(images: torch.Tensor, mean, std, size: int = 32) -> torch.Tensor:
+def _demo_spec():
+    from compscale.analysis.demo import demo_baseline
+
+    return demo_baseline()
+
+
+def check_twins() -> None:
+    """timm's network and compscale's: the same parameter count and the same multiply-adds (else stop)."""
+    from compscale.models import build_model
+    from compscale.profiler import profile
+
+    spec = _demo_spec()
+    ours, theirs = build_model(spec), timm_model(0, spec.in_chans, spec.num_classes)
+    a = profile(ours, spec.resolution, in_chans=spec.in_chans)
+    b = profile(theirs, spec.resolution, in_chans=spec.in_chans)
+    if (a.params, a.macs) != (b.params, b.macs):
+        raise SystemExit(f"timm's twin differs: params {a.params} vs {b.params}, multiply-adds {a.macs} vs {b.macs}")
+    print(f"network: the demo's baseline, {a.params:,} parameters, {a.macs / 1e6:.2f} M multiply-adds at "
+          f"{spec.resolution} px (timm's twin: the same)")
+
+
+def plain_prepare(images: torch.Tensor, mean, std, size: int | None = None) -> torch.Tensor:
+    size = size or _demo_spec().resolution
     x = images.float() / 255.0
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
@@ -109,25 +149,25 @@ def timm_run(data, seed: int, args: argparse.Namespace, channels_last: bool) -> 
 # --- (c), (d): compscale's engine -------------------------------------------------------------------------
 
 
-def compscale_run(seeds: list[int], args: argparse.Namespace, root: Path, packed: bool) -> tuple[float, list[float]]:
+def compscale_run(seeds: list[int], args: argparse.Namespace, root: Path, packed: bool,
+                  **engine: Any) -> tuple[float, list[float]]:
     """Train the seeds with the engine (packed into one module, or one after the other); (training seconds
     summed over what ran, each seed's test top-1)."""
-    from compscale.analysis.demo import demo_baseline
     from compscale.jobs.trial import train_spec, train_specs_packed
 
-    spec = demo_baseline()
+    spec = _demo_spec()
     opts = {"batch_size": args.batch, "optimizer": "sgd", "lr": args.lr, "schedule": "constant",
             "warmup_epochs": 0.0, "limit_train": args.limit_train, "limit_test": args.limit_test,
-            "threads": args.threads}
+            "threads": args.threads, **engine}
     folder = Path(tempfile.mkdtemp(dir=root))
     if packed:
         results = train_specs_packed(spec, args.data, [folder / f"seed{s}" for s in seeds], folder / "packed",
                                      args.epochs, seeds, **opts)
         # One training loop for all the seeds: its time is in every seed's record.
-        seconds = sum(rec["epoch_time_s"] for rec in results[0]["history"])
+        seconds = sum(rec["epoch_seconds"] for rec in results[0]["history"])
     else:
         results = [train_spec(spec, args.data, folder / f"seed{s}", args.epochs, s, **opts) for s in seeds]
-        seconds = sum(rec["epoch_time_s"] for r in results for rec in r["history"])
+        seconds = sum(rec["epoch_seconds"] for r in results for rec in r["history"])
     return seconds, [float(r["top1"]) for r in results]
 
 
@@ -144,6 +184,10 @@ def throughput(args: argparse.Namespace) -> dict:
         "b": ("timm loop, channels_last", lambda: _timm_arm(data, seeds, args, True)),
         "c": ("compscale, one seed at a time", lambda: compscale_run(seeds, args, root, packed=False)),
         "d": (f"compscale, {len(seeds)} seeds packed", lambda: compscale_run(seeds, args, root, packed=True)),
+        # Optional arms (--arms abcdef): the fast paths the engine leaves off by default, measured. The compile
+        # time is inside the epoch's time: what a run of this length pays for it.
+        "e": ("compscale packed + torch.compile", lambda: compscale_run(seeds, args, root, packed=True, compile=True)),
+        "f": ("compscale packed + bf16 autocast", lambda: compscale_run(seeds, args, root, packed=True, amp=True)),
     }
     arms = {k: v for k, v in arms.items() if k in args.arms}
     rate: dict[str, list[float]] = {k: [] for k in arms}
@@ -161,7 +205,7 @@ def throughput(args: argparse.Namespace) -> dict:
           f"{len(seeds)} seeds, {args.rounds} rounds (median, min-max)")
     for k, (label, _) in arms.items():
         ratios = "  ".join(f"{med[k] / med[ref]:.2f}x ({ref})" for ref in ("a", "b") if ref in med)
-        print(f"  ({k}) {label:34s} {med[k]:7.0f} img/s per seed [{min(rate[k]):.0f}-{max(rate[k]):.0f}]  {ratios}"
+        print(f"  ({k}) {label:36s} {med[k]:7.0f} img/s per seed [{min(rate[k]):.0f}-{max(rate[k]):.0f}]  {ratios}"
               f"  test top-1 {statistics.fmean(top1[k]):.4f}")
     return {"cpu": cpu_model(), "median_img_s_per_seed": med, "img_s": rate, "top1": top1}
 
@@ -226,11 +270,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--arms", default="abcd", help="which arms to run (letters a-d)")
+    p.add_argument("--arms", default="abcd", help="which arms to run (letters a-f; e: + torch.compile, f: + bf16)")
     p.add_argument("--end-to-end", action="store_true", help="also time the whole commands")
     p.add_argument("--json", help="write the figures to this file")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    check_twins()
     result = {"throughput": throughput(args)} if args.arms else {}
     if args.end_to_end:
         result["end_to_end"] = end_to_end(args)

@@ -97,8 +97,9 @@ def _input_size(model: nn.Module, resolution: int | tuple[int, int] | None) -> t
         if spec is None:
             raise UserError("give a resolution: this model carries no spec")
         resolution = spec.resolution
-    # A spec made for smaller images (e.g. a stride-1 stem at 28 px) may go down to its own side.
-    lowest = min(MIN_RESOLUTION, getattr(spec, "resolution", MIN_RESOLUTION))
+    # A spec made for smaller images (e.g. a stride-1 stem at 28 px) may go down to its own side; a module of
+    # the user's own (no spec) to any side it accepts.
+    lowest = min(MIN_RESOLUTION, spec.resolution) if spec is not None else 1
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
     for side in (h, w):
         if int(side) != side or side < lowest:

@@ -346,8 +346,9 @@ TERMS: tuple[Term, ...] = (
     Term("latency_bound_ms", "ms", "95 % upper prediction bound of the median a new fresh process measures (null: "
          "not re-timed)", ("scale",)),
     Term("confirmed", "bool", "latency_bound_ms is under budget_ms", ("scale",)),
-    Term("within_noise", "bool", "the next phi's latency interval reaches under the budget: a re-run may find that it "
-         "fits", ("scale",)),
+    Term("within_noise", "bool", "the next phi's latency interval reaches under the budget, or a fresh process may run "
+         "it within it (fresh processes differ by more than one process's interval): a re-run may find that it fits",
+         ("scale",)),
     Term("next", "object", "the next phi (the smallest known not to fit the budget): phi, its costs and timing",
          ("scale",)),
     Term("timed", "bool", "the model was timed (pareto: a released model no larger than the largest phi's)",

@@ -4,6 +4,7 @@ against measured latency) and the timing half of ``scale --target-latency``."""
 from __future__ import annotations
 
 import argparse
+import statistics
 from typing import Any
 
 from compscale.commands._util import (
@@ -353,8 +354,13 @@ def latency_choice_lines(choice: Any) -> list[str]:
         lines.append("  no larger phi was tried: it is the largest the search (or a multiply-add or parameter budget) "
                      "allows")
     elif nl is not None:
-        if nl.low_ms > budget:
+        low = choice.next_fresh_low_ms
+        if nl.low_ms > budget and (low is None or low > budget):
             verdict = "misses the budget"
+        elif nl.low_ms > budget:
+            verdict = (f"misses the budget here, but within the noise of fresh processes (they ran the chosen model "
+                       f"at {statistics.fmean(f.median_ms for f in choice.fresh) / lat.median_ms:.2f}x this "
+                       f"process's latency; one may run this at {low:.3g} ms): a re-run may find that it fits")
         elif nl.median_ms <= budget:
             verdict = ("within the noise: its median fits here, but without the room a fresh process needs; a "
                        "re-run may find that it fits")
