@@ -3,7 +3,9 @@ peer comparisons honest."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +71,46 @@ def calibrate_batchnorm(*models: torch.nn.Module, seed: int = 0, resolution: int
 @pytest.fixture
 def calibrate():
     return calibrate_batchnorm
+
+
+def timm_counts(name: str, resolution: int) -> tuple[int, int]:
+    """(parameters, multiply-adds) of timm's model ``name`` at ``resolution``, counted on the meta device."""
+    import timm
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = timm.create_model(name).eval()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(torch.empty(1, 3, resolution, resolution))
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int):
+    """Fail, instead of hanging the suite, when the block runs longer than ``seconds`` (a FIFO opened by
+    mistake blocks forever)."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def assert_same_logits(peer: torch.nn.Module, model: torch.nn.Module, rtol: float = 1e-5) -> None:
+    """``model`` (weights loaded from ``peer``) gives ``peer``'s logits on a random 64×72 batch, within ``rtol``
+    of their largest magnitude; collapsed logits (everything near 0) would make that meaningless and fail."""
+    peer.eval()
+    model.eval()
+    x = torch.randn(2, 3, 64, 72)
+    with torch.no_grad():
+        theirs, mine = peer(x), model(x)
+    scale = theirs.abs().max().item()
+    assert scale > 0.1, "logits collapsed: the comparison would be meaningless"
+    assert (mine - theirs).abs().max().item() <= rtol * scale

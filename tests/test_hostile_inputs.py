@@ -9,11 +9,9 @@ one-line :class:`~compscale.errors.UserError`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,29 +23,13 @@ import torch
 
 from compscale.cli import EXIT_USER_ERROR, main
 from compscale.errors import UserError
-from conftest import tiny_spec
+from conftest import time_limit, tiny_spec
 
 TINY = tiny_spec(stages=2, head_channels=32)
 TINY_DICT = json.loads(TINY.to_json())
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int):
-    """Fail, instead of hanging the suite, when the block runs longer than ``seconds``."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def refused(capsys, *argv: Any, seconds: int = 60) -> str:

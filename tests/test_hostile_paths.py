@@ -28,29 +28,13 @@ import pytest
 
 from compscale.cli import EXIT_USER_ERROR, MESSAGE_LIMIT, error_line, main
 from compscale.errors import UserError
-from conftest import tiny_spec_file
+from conftest import time_limit, tiny_spec_file
 
 TRAIN = ["--data", "digits", "--epochs", "1", "--threads", "1", "--limit-train", "64", "--limit-test", "32",
          "--batch-size", "32"]
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int):
-    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``: a FIFO opened by
-    mistake blocks forever."""
-    def expired(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

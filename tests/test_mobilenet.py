@@ -10,7 +10,6 @@ import timm
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils.flop_counter import FlopCounterMode
 
 from compscale import create_model, load_state_dict, model_spec, profile, scale
 from compscale.cli import main
@@ -21,23 +20,14 @@ from compscale.models.weights import detect_layout
 from compscale.scaling import ScaleFactors
 from compscale.specs import MobileNetSpec, MobileNetStage, spec_from_dict, spec_from_json
 from compscale.specs.mobilenet import V1_STAGES, V2_STAGES
-from conftest import calibrate_batchnorm
-
-
-def _timm_counts(name: str, resolution: int) -> tuple[int, int]:
-    with torch.device("meta"):
-        model = timm.create_model(name).eval()
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            model(torch.empty(1, 3, resolution, resolution))
-    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2
+from conftest import assert_same_logits, calibrate_batchnorm, timm_counts
 
 
 @pytest.mark.parametrize("name", list(MOBILENETS))
 def test_params_and_macs_equal_timm_and_complexity_equals_profile(name):
     ours = profile(name)
     assert ours.resolution == 224
-    assert (ours.params, ours.macs) == _timm_counts(name, 224)
+    assert (ours.params, ours.macs) == timm_counts(name, 224)
     c = model_spec(name).complexity()
     assert (c.macs, c.params, c.activations) == (ours.macs, ours.params, ours.activations)
 
@@ -84,13 +74,7 @@ def test_logits_equal_timm_after_transfer(name):
     model = create_model(name)
     assert detect_layout(model, peer.state_dict()) == "timm"
     load_state_dict(model, peer.state_dict())
-    model.eval()
-    x = torch.randn(2, 3, 64, 72)
-    with torch.no_grad():
-        theirs, mine = peer(x), model(x)
-    scale_ = theirs.abs().max().item()
-    assert scale_ > 0.1, "logits collapsed: the comparison would be meaningless"
-    assert (mine - theirs).abs().max().item() <= 1e-5 * scale_
+    assert_same_logits(peer, model)
 
 
 def test_head_api_features_only_and_overrides():

@@ -11,7 +11,6 @@ import torch
 import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils.flop_counter import FlopCounterMode
 
 from compscale import CompoundScaling, create_model, load_state_dict, model_spec, profile, scale, scale_to_budget
 from compscale.cli import main
@@ -27,22 +26,13 @@ from compscale.models.resnet import (
 )
 from compscale.models.weights import detect_layout
 from compscale.specs import ResNetSpec, ResNetStage, resnet_spec, spec_from_dict, spec_from_json
-from conftest import calibrate_batchnorm
-
-
-def _timm_counts(name: str, resolution: int) -> tuple[int, int]:
-    with torch.device("meta"):
-        model = timm.create_model(name).eval()
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            model(torch.empty(1, 3, resolution, resolution))
-    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2
+from conftest import assert_same_logits, calibrate_batchnorm, timm_counts
 
 
 @pytest.mark.parametrize("name", list(RESNETS))
 def test_params_equal_timm_and_macs_within_one_percent(name):
     ours = profile(name)
-    params, macs = _timm_counts(name, ours.resolution)
+    params, macs = timm_counts(name, ours.resolution)
     assert ours.params == params
     assert ours.macs == pytest.approx(macs, rel=0.01)
 
@@ -89,13 +79,7 @@ def test_logits_equal_peer_after_transfer(ours, make_peer, layout):
     model = create_model(ours)
     assert detect_layout(model, peer.state_dict()) in ("timm", "torchvision")  # the two name tensors alike
     load_state_dict(model, peer.state_dict(), layout)
-    model.eval()
-    x = torch.randn(2, 3, 64, 72)
-    with torch.no_grad():
-        theirs, mine = peer(x), model(x)
-    scale_ = theirs.abs().max().item()
-    assert scale_ > 0.1, "logits collapsed: the comparison would be meaningless"
-    assert (mine - theirs).abs().max().item() <= 1e-5 * scale_
+    assert_same_logits(peer, model)
 
 
 def _randomise_bn(module: torch.nn.Module, seed: int) -> None:

@@ -172,6 +172,72 @@ class PooledClassifier:
         """How a new classifier is initialised (PyTorch's default unless a family says otherwise)."""
 
 
+class StemStagesHead(PooledClassifier):
+    """stem → stages of blocks → (conv1×1 head) → :class:`PooledClassifier`: the trunk EfficientNet and
+    MobileNet share. A family builds its stem and says how to make each block (:meth:`build_stages`); this
+    builds the stages with timm's ``feature_info``, the head and the classifier, and runs them."""
+
+    def build_stages(self, stages, in_ch: int, reduction: int, make_block) -> int:
+        """``self.stages`` from the spec's stage rows: ``make_block(stage, in_ch, stride, block_index)`` makes
+        each block (the first of a stage has its stride); returns the last stage's channels."""
+        built, block_idx = [], 0
+        self.feature_info: list[dict[str, int | str]] = []
+        for i, stage in enumerate(stages):
+            blocks = []
+            for b in range(stage.repeats):
+                blocks.append(make_block(stage, in_ch, stage.stride if b == 0 else 1, block_idx))
+                in_ch, block_idx = stage.out_channels, block_idx + 1
+            reduction *= stage.stride
+            built.append(nn.Sequential(*blocks))
+            self.feature_info.append({"module": f"stages.{i}", "num_chs": in_ch, "reduction": reduction})
+        self.stages = nn.ModuleList(built)
+        return in_ch
+
+    def build_top(self, in_ch: int, head_channels: int, num_features: int, num_classes: int, dropout: float,
+                  features_only: bool, **conv: object) -> None:
+        """The conv1×1 head (none when ``head_channels`` is 0), pool, dropout and classifier (none with
+        ``features_only``); then the TF initialisation of everything."""
+        self.features_only = features_only
+        self.num_features = num_features
+        if not features_only:
+            self.head = ConvNormAct(in_ch, head_channels, 1, **conv) if head_channels else None
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.dropout = nn.Dropout(dropout)
+            self.classifier = nn.Linear(num_features, num_classes)
+        init_weights_tf(self)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each stage's output feature map (B0: strides 2, 4, 8, 16, 16, 32, 32)."""
+        x = self.stem(x)
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+    def init_classifier(self, linear: nn.Linear) -> None:
+        init_weights_tf(linear)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature map before pooling (the head's, or the last stage's without a head conv): the maps a
+        class activation map is made of."""
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x if self.head is None else self.head(x)
+
+
+#: A BatchNorm's tensors, as every weight layout names them.
+BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def conv_bn_keys(names: dict[str, str], ours: str, conv: str, bn: str) -> None:
+    """Add to a key map our ``ours.conv``/``ours.bn`` tensors under a peer's ``conv`` and ``bn`` names."""
+    names[f"{ours}.conv.weight"] = f"{conv}.weight"
+    for k in BN_KEYS:
+        names[f"{ours}.bn.{k}"] = f"{bn}.{k}"
+
+
 def init_weights_tf(module: nn.Module) -> None:
     """The official TF initialisation: conv ~ N(0, √(2/fan_out)), dense ~ U(±1/√out), BN γ=1, β=0."""
     for m in module.modules():

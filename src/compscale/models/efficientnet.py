@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from functools import partial
 
-import torch
 from torch import nn
 
-from compscale.models.blocks import ConvNormAct, MBConv, PooledClassifier, init_weights_tf
+from compscale.models.blocks import ConvNormAct, MBConv, StemStagesHead, conv_bn_keys
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
 from compscale.scaling import EFFICIENTNET_COEFFICIENTS, EFFICIENTNET_LITE_COEFFICIENTS, CompoundScaling
@@ -21,7 +20,7 @@ from compscale.specs import EfficientNetSpec
 TF_BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
 
 
-class EfficientNet(PooledClassifier, nn.Module):
+class EfficientNet(StemStagesHead, nn.Module):
     """stem conv3×3/2 (or /1: ``spec.stem_stride``) → MBConv stages → conv1×1 head → global average pool →
     dropout → classifier.
 
@@ -36,59 +35,15 @@ class EfficientNet(PooledClassifier, nn.Module):
         self.stem = ConvNormAct(spec.in_chans, spec.stem_channels, 3, spec.stem_stride, act=act, padding=spec.padding,
                                 **norm)
 
-        stages, in_ch, block_idx, reduction = [], spec.stem_channels, 0, spec.stem_stride
-        self.feature_info: list[dict[str, int | str]] = []
-        for i, stage in enumerate(spec.stages):
-            blocks = []
-            for b in range(stage.repeats):
-                stride = stage.stride if b == 0 else 1
-                blocks.append(
-                    MBConv(
-                        in_ch,
-                        stage.out_channels,
-                        stage.kernel,
-                        stride,
-                        stage.expand_ratio,
-                        se_ratio=spec.se_ratio,
-                        act=act,
-                        padding=spec.padding,
-                        # The linear stochastic-depth schedule: rate × block index / total blocks.
-                        drop_path=spec.drop_path_rate * block_idx / spec.total_blocks,
-                        **norm,
-                    )
-                )
-                in_ch, block_idx = stage.out_channels, block_idx + 1
-            reduction *= stage.stride
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append({"module": f"stages.{i}", "num_chs": in_ch, "reduction": reduction})
-        self.stages = nn.ModuleList(stages)
-        self.features_only = features_only
-        self.num_features = spec.head_channels
-        if not features_only:
-            self.head = ConvNormAct(in_ch, spec.head_channels, 1, act=act, **norm)
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.dropout = nn.Dropout(spec.dropout)
-            self.classifier = nn.Linear(spec.head_channels, spec.num_classes)
-        init_weights_tf(self)
+        def block(stage, in_ch: int, stride: int, index: int) -> nn.Module:
+            return MBConv(in_ch, stage.out_channels, stage.kernel, stride, stage.expand_ratio, se_ratio=spec.se_ratio,
+                          act=act, padding=spec.padding,
+                          # The linear stochastic-depth schedule: rate × block index / total blocks.
+                          drop_path=spec.drop_path_rate * index / spec.total_blocks, **norm)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each stage's output feature map (strides 2, 4, 8, 16, 16, 32, 32 for B0)."""
-        x = self.stem(x)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
-
-    def init_classifier(self, linear: nn.Linear) -> None:
-        init_weights_tf(linear)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The head's feature map before pooling (the maps a class activation map is made of)."""
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return self.head(x)
+        in_ch = self.build_stages(spec.stages, spec.stem_channels, spec.stem_stride, block)
+        self.build_top(in_ch, spec.head_channels, spec.head_channels, spec.num_classes, spec.dropout, features_only,
+                       act=act, **norm)
 
 
 @build_model.register
@@ -139,17 +94,12 @@ for _v in EFFICIENTNET_LITE_COEFFICIENTS:
 # --- Weight layouts of other libraries -----------------------------------------------------------------
 # Each function gives, for every key of our state dict, the key of the same tensor in that layout.
 
-_BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
 def _effnet_key_map(model: EfficientNet, stem: str, stem_bn: str, head: str, head_bn: str, fc: str,
                     block) -> dict[str, str]:
     names: dict[str, str] = {}
 
     def conv_bn(ours: str, conv: str, bn: str) -> None:
-        names[f"{ours}.conv.weight"] = f"{conv}.weight"
-        for k in _BN_KEYS:
-            names[f"{ours}.bn.{k}"] = f"{bn}.{k}"
+        conv_bn_keys(names, ours, conv, bn)
 
     conv_bn("stem", stem, stem_bn)
     index = 0

@@ -11,7 +11,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from compscale.models.blocks import ConvNormAct, MBConv, PooledClassifier, init_weights_tf
+from compscale.models.blocks import ConvNormAct, MBConv, StemStagesHead, conv_bn_keys
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
 from compscale.specs.mobilenet import MobileNetSpec, mobilenet_v1_spec, mobilenet_v2_spec
@@ -31,10 +31,11 @@ class SeparableConv(nn.Module):
         return self.pointwise(self.depthwise(x))
 
 
-class MobileNet(PooledClassifier, nn.Module):
+class MobileNet(StemStagesHead, nn.Module):
     """stem conv3×3/2 → stages → (conv1×1 head) → global average pool → dropout → classifier.
 
-    ``features_only=True`` drops the head and classifier; the forward then returns each stage's output.
+    ``features_only=True`` drops the head and classifier; the forward then returns each stage's output
+    (strides 2, 4, 8, 16, 32 for V1; 2, 4, 8, 16, 16, 32, 32 for V2).
     """
 
     def __init__(self, spec: MobileNetSpec, features_only: bool = False) -> None:
@@ -44,50 +45,15 @@ class MobileNet(PooledClassifier, nn.Module):
         norm = {"bn_eps": spec.bn_eps, "bn_momentum": spec.bn_momentum}
         self.stem = ConvNormAct(spec.in_chans, spec.stem_channels, 3, 2, act=act, **norm)
 
-        stages, in_ch, block_idx, reduction = [], spec.stem_channels, 0, 2
-        self.feature_info: list[dict[str, int | str]] = []
-        for i, stage in enumerate(spec.stages):
-            blocks: list[nn.Module] = []
-            for b in range(stage.repeats):
-                stride = stage.stride if b == 0 else 1
-                if stage.block == "separable":
-                    blocks.append(SeparableConv(in_ch, stage.out_channels, stage.kernel, stride, act, **norm))
-                else:
-                    blocks.append(MBConv(in_ch, stage.out_channels, stage.kernel, stride, stage.expand_ratio,
-                                         se_ratio=0.0, act=act,
-                                         drop_path=spec.drop_path_rate * block_idx / spec.total_blocks, **norm))
-                in_ch, block_idx = stage.out_channels, block_idx + 1
-            reduction *= stage.stride
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append({"module": f"stages.{i}", "num_chs": in_ch, "reduction": reduction})
-        self.stages = nn.ModuleList(stages)
-        self.features_only = features_only
-        self.num_features = spec.num_features
-        if not features_only:
-            self.head = ConvNormAct(in_ch, spec.head_channels, 1, act=act, **norm) if spec.head_channels else None
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.dropout = nn.Dropout(spec.dropout)
-            self.classifier = nn.Linear(self.num_features, spec.num_classes)
-        init_weights_tf(self)
+        def block(stage, in_ch: int, stride: int, index: int) -> nn.Module:
+            if stage.block == "separable":
+                return SeparableConv(in_ch, stage.out_channels, stage.kernel, stride, act, **norm)
+            return MBConv(in_ch, stage.out_channels, stage.kernel, stride, stage.expand_ratio, se_ratio=0.0, act=act,
+                          drop_path=spec.drop_path_rate * index / spec.total_blocks, **norm)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each stage's output feature map (strides 2, 4, 8, 16, 32 for V1; 2, 4, 8, 16, 16, 32, 32 for V2)."""
-        x = self.stem(x)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
-
-    def init_classifier(self, linear: nn.Linear) -> None:
-        init_weights_tf(linear)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The feature map before pooling (the head's, or the last stage's without a head conv)."""
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x if self.head is None else self.head(x)
+        in_ch = self.build_stages(spec.stages, spec.stem_channels, 2, block)
+        self.build_top(in_ch, spec.head_channels, spec.num_features, spec.num_classes, spec.dropout, features_only,
+                       act=act, **norm)
 
 
 @build_model.register
@@ -116,9 +82,6 @@ for _name, (_fn, _description) in MOBILENETS.items():
 
 # --- Weight layouts of other libraries -----------------------------------------------------------------
 
-_BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
 @register_key_map(MobileNet, "timm")
 def _timm_keys(model: MobileNet) -> dict[str, str]:
     """timm's ``EfficientNet`` layout: ``conv_stem``/``bn1``, ``blocks.S.B`` (``DepthwiseSeparableConv``:
@@ -127,9 +90,7 @@ def _timm_keys(model: MobileNet) -> dict[str, str]:
     names: dict[str, str] = {}
 
     def conv_bn(ours: str, conv: str, bn: str) -> None:
-        names[f"{ours}.conv.weight"] = f"{conv}.weight"
-        for k in _BN_KEYS:
-            names[f"{ours}.bn.{k}"] = f"{bn}.{k}"
+        conv_bn_keys(names, ours, conv, bn)
 
     conv_bn("stem", "conv_stem", "bn1")
     for s, stage in enumerate(model.stages):

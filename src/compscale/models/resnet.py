@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from compscale.errors import UserError
-from compscale.models.blocks import ConvNormAct, DropPath, PooledClassifier
+from compscale.models.blocks import ConvNormAct, DropPath, PooledClassifier, conv_bn_keys
 from compscale.models.registry import build_model, register_model
 from compscale.models.weights import register_key_map
 from compscale.specs.resnet import ResNetSpec, resnet_spec
@@ -341,18 +341,13 @@ for _name, (_layers, _c, _w) in RESNETS.items():
 # fc). A model in the "paths" form has no counterpart there: its block keys map to themselves, so loading
 # a peer's weights into it fails on the first block key; load into the grouped form and use to_aggregation.
 
-_BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
 @register_key_map(ResNet, "torchvision")
 @register_key_map(ResNet, "timm")
 def _resnet_keys(model: ResNet) -> dict[str, str]:
     names: dict[str, str] = {}
 
     def conv_bn(ours: str, conv: str, bn: str) -> None:
-        names[f"{ours}.conv.weight"] = f"{conv}.weight"
-        for k in _BN_KEYS:
-            names[f"{ours}.bn.{k}"] = f"{bn}.{k}"
+        conv_bn_keys(names, ours, conv, bn)
 
     conv_bn("stem", "conv1", "bn1")
     for s, stage in enumerate(model.stages):

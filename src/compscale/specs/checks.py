@@ -106,6 +106,29 @@ def blocks(family: str, total: int, weight: int = 1, what: str = "blocks") -> No
         raise UserError(f"a {family} spec of {total:,} {what} is too deep (at most {MAX_BLOCKS // weight:,} in all)")
 
 
+def stage_rows(spec: Any, stage_type: type, what: str) -> tuple:
+    """A spec's ``stages``: a non-empty sequence of ``stage_type`` rows (``what`` describes one in the message),
+    stored back as a tuple, their blocks bounded; returns them."""
+    stages = sequence("stages", spec.stages)
+    if not stages:
+        raise UserError(f"stages: the {spec.family} spec needs at least one stage, got none")
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, stage_type):
+            raise UserError(f"stages[{i}] must be {what}, got {echo(stage)}")
+    if stages is not spec.stages:
+        object.__setattr__(spec, "stages", stages)
+    blocks(spec.family, sum(s.repeats for s in stages))
+    return stages
+
+
+def expanded_width(stem_channels: int, stages: Any) -> None:
+    """Refuse a network whose widest expanded layer (widest channels × largest expansion) exceeds
+    :data:`MAX_CHANNELS`, before anything is built."""
+    widest = max([stem_channels] + [s.out_channels for s in stages])
+    if widest * max(s.expand_ratio for s in stages) > MAX_CHANNELS:
+        raise UserError(f"the expanded channels exceed {MAX_CHANNELS:,}: the network is too wide")
+
+
 def common(spec: Any, min_resolution: int = MIN_RESOLUTION, check_resolution: bool = True) -> None:
     """The fields every family has (resolution, classes, input channels, dropout), and, when the family has
     them, BatchNorm's eps and momentum and the stochastic depth rate. Floats given as ints become floats."""

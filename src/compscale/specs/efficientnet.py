@@ -89,16 +89,8 @@ class EfficientNetSpec(ModelSpec):
     divisor: int = 8
 
     def __post_init__(self) -> None:
-        stages = checks.sequence("stages", self.stages)
-        if not stages:
-            raise UserError("an EfficientNet needs at least one stage")
-        for i, stage in enumerate(stages):
-            if not isinstance(stage, MBConvStage):
-                raise UserError(f"stages[{i}] must be an MBConv stage (a mapping of expand_ratio, kernel, stride, "
-                                f"out_channels, repeats), got {checks.echo(stage)}")
-        if stages is not self.stages:
-            object.__setattr__(self, "stages", stages)
-        checks.blocks(self.family, sum(s.repeats for s in stages))
+        stages = checks.stage_rows(self, MBConvStage, "an MBConv stage (a mapping of expand_ratio, kernel, stride, "
+                                                       "out_channels, repeats)")
         checks.choice("activation", self.activation, ("swish", "relu6", "relu"))
         checks.choice("padding", self.padding, ("symmetric", "same"))
         if not checks.is_int(self.stem_stride) or self.stem_stride not in (1, 2):
@@ -111,9 +103,7 @@ class EfficientNetSpec(ModelSpec):
         checks.boolean("scale_stem_head", self.scale_stem_head)
         checks.boolean("fix_first_last_depth", self.fix_first_last_depth)
         checks.integer("divisor", self.divisor, 1, 64)
-        widest = max(s.out_channels for s in stages)
-        if max(self.stem_channels, widest) * max(s.expand_ratio for s in stages) > checks.MAX_CHANNELS:
-            raise UserError(f"the expanded channels exceed {checks.MAX_CHANNELS:,}: the network is too wide")
+        checks.expanded_width(self.stem_channels, stages)
 
     @property
     def total_blocks(self) -> int:

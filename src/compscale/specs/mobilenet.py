@@ -105,25 +105,15 @@ class MobileNetSpec(ModelSpec):
     fix_first_last_depth: bool = False
 
     def __post_init__(self) -> None:
-        stages = checks.sequence("stages", self.stages)
-        if not stages:
-            raise UserError("a MobileNet needs at least one stage")
-        for i, stage in enumerate(stages):
-            if not isinstance(stage, MobileNetStage):
-                raise UserError(f"stages[{i}] must be a MobileNet stage (a mapping of block, out_channels, repeats, "
-                                f"stride, kernel, expand_ratio), got {checks.echo(stage)}")
-        if stages is not self.stages:
-            object.__setattr__(self, "stages", stages)
-        checks.blocks(self.family, sum(s.repeats for s in stages))
+        stages = checks.stage_rows(self, MobileNetStage, "a MobileNet stage (a mapping of block, out_channels, "
+                                                          "repeats, stride, kernel, expand_ratio)")
         checks.choice("activation", self.activation, ACTIVATIONS)
         checks.common(self)
         checks.integer("stem_channels", self.stem_channels)
         checks.integer("head_channels", self.head_channels, 0)  # 0: no head conv (MobileNetV1)
         checks.boolean("scale_stem_head", self.scale_stem_head)
         checks.boolean("fix_first_last_depth", self.fix_first_last_depth)
-        widest = max([self.stem_channels] + [s.out_channels for s in stages])
-        if widest * max(s.expand_ratio for s in stages) > checks.MAX_CHANNELS:
-            raise UserError(f"the expanded channels exceed {checks.MAX_CHANNELS:,}: the network is too wide")
+        checks.expanded_width(self.stem_channels, stages)
 
     @property
     def total_blocks(self) -> int:

@@ -15,6 +15,7 @@ is re-seeded at every step from (seed, rank, step), so no RNG state has to be ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -138,13 +139,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Progress | None = No
         # cuBLAS needs this before its first use to be deterministic.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     info = init_distributed(cfg.device)
-    # Process-wide settings a run changes (threads, deterministic kernels) are put back afterwards.
+    with process_settings_restored(info), _output_folder(cfg, info, resume, overwrite):
+        run = _Run(cfg, info, resume, progress or silent)
+        with interruptible(run.stop):
+            return run.run()
+
+
+@contextlib.contextmanager
+def process_settings_restored(info: DistInfo) -> Iterator[None]:
+    """Put back the process-wide settings a run changes (threads, deterministic kernels, cuDNN benchmark) and
+    shut its process group down, however the run ends."""
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     try:
-        with _output_folder(cfg, info, resume, overwrite):
-            run = _Run(cfg, info, resume, progress or silent)
-            with interruptible(run.stop):
-                return run.run()
+        yield
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1])
@@ -339,6 +346,18 @@ class _Run:
 
     # -- state ------------------------------------------------------------------------------------------
 
+    def _restore(self, path: Path, state: Any, model_state: dict[str, torch.Tensor]) -> None:
+        """Load a checkpoint's weights, EMA, optimizer and loss-scaler state, and where in which epoch it was."""
+        self.model.load_state_dict(model_state)
+        if self.ema is not None:
+            ema_state = state.section("ema")
+            if not ema_state:
+                raise UserError(f"cannot resume {path} with --ema: the run was started without EMA")
+            self.ema.load_state_dict(ema_state, state.meta.get("ema_updates", 0))
+        state.restore_optimizer(self.optimizer)
+        state.restore_scaler(self.scaler)
+        self.start_epoch, self.start_step = int(state.meta["epoch"]), int(state.meta["step_in_epoch"])
+
     def _resume(self) -> None:
         path = self.out / CHECKPOINT_NAME
         if self.info.is_main:
@@ -355,15 +374,7 @@ class _Run:
                 raise UserError(f"cannot resume {path}: {key} was {saved_cfg[key]!r}, now {getattr(self.cfg, key)!r}")
         from compscale.models.weights import convert_state_dict
 
-        self.model.load_state_dict(convert_state_dict(self.model, state.section("model"), "compscale"))
-        if self.ema is not None:
-            ema_state = state.section("ema")
-            if not ema_state:
-                raise UserError(f"cannot resume {path} with --ema: the run was started without EMA")
-            self.ema.load_state_dict(ema_state, state.meta.get("ema_updates", 0))
-        state.restore_optimizer(self.optimizer)
-        state.restore_scaler(self.scaler)
-        self.start_epoch, self.start_step = int(state.meta["epoch"]), int(state.meta["step_in_epoch"])
+        self._restore(path, state, convert_state_dict(self.model, state.section("model"), "compscale"))
         self.history = with_step_losses(list(state.meta.get("history", [])), self.out / "metrics.jsonl")
         self.resumed_loss = tuple(state.meta.get("epoch_loss", [0.0, 0]))
         self.resumed_steps = _numbers(state.meta.get("step_losses"), self.start_step)

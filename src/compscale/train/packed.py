@@ -38,7 +38,7 @@ from compscale.models.registry import model_spec
 from compscale.progress import Progress, report, silent
 from compscale.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from compscale.train.config import TrainConfig
-from compscale.train.distributed import GlobalBatchSampler, derive_seed, init_distributed, seed_rng, shutdown
+from compscale.train.distributed import GlobalBatchSampler, derive_seed, init_distributed, seed_rng
 from compscale.train.evaluate import EvalResult, autocast, evaluate_members
 from compscale.train.loop import (
     RESUME_KEYS,
@@ -51,6 +51,7 @@ from compscale.train.loop import (
     build_for_data,
     interruptible,
     precise_bn_images,
+    process_settings_restored,
     with_step_losses,
     without_step_losses,
 )
@@ -71,19 +72,13 @@ def train_packed(cfgs: Sequence[TrainConfig], out: str | Path, resume: bool = Fa
     cfgs = [c.validate() for c in cfgs]
     _check_members(cfgs)
     info = init_distributed(cfgs[0].device)
-    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
-    try:
+    with process_settings_restored(info):
         if info.distributed:
             raise UserError("packed seeds train in one process; under torchrun train the seeds separately")
         with output_lock(Path(out), "packed training"):
             run = _PackedRun(cfgs, Path(out), info, resume, progress or silent)
             with interruptible(run.stop):
                 return run.run()
-    finally:
-        torch.set_num_threads(saved[0])
-        torch.use_deterministic_algorithms(saved[1])
-        torch.backends.cudnn.benchmark = saved[2]
-        shutdown(info)
 
 
 def _check_members(cfgs: Sequence[TrainConfig]) -> None:
@@ -195,15 +190,7 @@ class _PackedRun(_Run):
             for key in RESUME_KEYS:
                 if key in saved and saved[key] != getattr(cfg, key) and key != "model":
                     raise UserError(f"cannot resume {path}: {key} was {saved[key]!r}, now {getattr(cfg, key)!r}")
-        self.model.load_state_dict(state.section("model"))
-        if self.ema is not None:
-            ema_state = state.section("ema")
-            if not ema_state:
-                raise UserError(f"cannot resume {path} with --ema: the run was started without EMA")
-            self.ema.load_state_dict(ema_state, state.meta.get("ema_updates", 0))
-        state.restore_optimizer(self.optimizer)
-        state.restore_scaler(self.scaler)
-        self.start_epoch, self.start_step = int(state.meta["epoch"]), int(state.meta["step_in_epoch"])
+        self._restore(path, state, state.section("model"))
         self.histories = [with_step_losses(list(h), Path(cfg.out) / "metrics.jsonl")
                           for h, cfg in zip(packed["histories"], self.members)]
         self.history = self.histories[0]
