@@ -153,3 +153,40 @@ def test_the_runner_packs_a_studys_seeds_and_falls_back_when_it_cannot(tmp_path)
     assert not (runs / "irv2" / "packed" / "checkpoint.safetensors").exists()  # cannot be packed: one by one
     for job in ("effnet", "irv2"):
         assert all((runs / job / f"seed{s}" / "model.safetensors").is_file() for s in (0, 1))
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["single", "packed"])
+def test_eval_every_skips_evaluations_without_changing_the_run(tmp_path, packed):
+    """--eval-every N (a sweep's non-baseline jobs: only after the last epoch): the skipped epochs are recorded
+    with null test metrics, the evaluated ones and the final weights are bit-identical to evaluating every epoch —
+    precise BN (on here) re-estimates from scratch and every step re-seeds, so evaluation never touches training."""
+    from compscale.jobs.trial import _metrics
+
+    spec, seeds = tiny_spec(), [0, 1]
+    opts = {**OPTS, "precise_bn": 64, "augment": "crop-flip"}
+
+    def run(name: str, every: int) -> list[list[dict]]:
+        outs = [tmp_path / name / f"seed{s}" for s in seeds]
+        if packed:
+            train_specs_packed(spec, "digits", outs, tmp_path / name / "pack", 3, seeds, eval_every=every, **opts)
+        else:
+            for out, s in zip(outs, seeds):
+                train_spec(spec, "digits", out, 3, s, eval_every=every, **opts)
+        return [_metrics(out / "metrics.jsonl") for out in outs]
+
+    every, last = run("every", 1), run("last", 3)
+    for s, a, b in zip(seeds, every, last):
+        assert [r["epoch"] for r in b] == [1, 2, 3]
+        assert [r["top1"] is None for r in b] == [True, True, False]
+        assert b[0]["loss"] is None and b[0]["top5"] is None and b[0]["train_loss"] > 0
+        assert b[-1]["top1"] == a[-1]["top1"] and b[-1]["loss"] == a[-1]["loss"]
+        assert [r["train_loss"] for r in b] == [r["train_loss"] for r in a]
+        wa = _state(tmp_path / "every" / f"seed{s}" / "model.safetensors")
+        wb = _state(tmp_path / "last" / f"seed{s}" / "model.safetensors")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), s
+        assert (tmp_path / "last" / f"seed{s}" / "metrics.png").stat().st_size > 0
+    from compscale.errors import UserError
+    from compscale.train.config import TrainConfig
+
+    with pytest.raises(UserError, match="eval-every"):
+        TrainConfig(eval_every=0).validate()

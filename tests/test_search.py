@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,10 +49,14 @@ def _check_each_candidate_once(result: dict) -> None:
 
 def test_two_workers_share_one_sqlite_study(tiny, tmp_path, capsys):
     out = tmp_path / "s"
-    assert main(_search_args(tiny, out, "--workers", "2", "--json")) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result == json.loads((out / "search.json").read_text())
+    assert main(_search_args(tiny, out, "--workers", "2")) == 0
+    captured = capsys.readouterr()
+    result = json.loads((out / "search.json").read_text())
     _check_each_candidate_once(result)
+    # One progress line per job, whichever of the two workers ran it (the other worker's used to be missing).
+    lines = re.findall(r"\[(\d+)/(\d+)\] alpha=", captured.err)
+    assert sorted(int(k) for k, _ in lines) == list(range(1, len(lines) + 1)) and {n for _, n in lines} == {"4"}
+    assert len(lines) == 4, captured.err
     # Hand-checked: the tiny baseline's 0.1 grid, merged, honest only (nominal and realized 2 ± 0.1): 4 of the 6
     # architectures that realize 2 ± 0.1; the other two do so only by rounding.
     assert result["candidates"]["distinct"] == 4
@@ -144,17 +149,25 @@ def test_sweep_compares_strategies_at_equal_realized_cost(tiny, tmp_path, capsys
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_sweep_passes_precise_bn_to_every_job(tiny, tmp_path, capsys):
+def test_sweep_passes_precise_bn_to_every_job_and_evaluates_only_the_baseline_each_epoch(tiny, tmp_path, capsys):
     import yaml
 
     out = tmp_path / "p"
-    argv = ["sweep", "--base", tiny, "--data", "digits", "--epochs", "1", "--batch-size", "32", "--limit-train", "300",
-            "--limit-test", "100", "--threads", "1", "--phis", "0", "--seeds", "1", "--precise-bn", "120",
-            "--out", str(out), "--json"]
+    argv = ["sweep", "--base", tiny, "--data", "digits", "--epochs", "2", "--batch-size", "32", "--limit-train", "300",
+            "--limit-test", "100", "--threads", "1", "--phis", "0", "1", "--strategies", "compound", "width",
+            "--seeds", "1", "--precise-bn", "120", "--out", str(out), "--json"]
     assert main(argv) == 0
-    json.loads(capsys.readouterr().out)
-    configs = [yaml.safe_load(p.read_text()) for p in out.rglob("config.yaml")]
-    assert configs and all(c["precise_bn"] == 120 for c in configs)
+    result = json.loads(capsys.readouterr().out)
+    configs = {p.parent.parent.name: yaml.safe_load(p.read_text()) for p in out.rglob("config.yaml")}
+    assert sorted(configs) == ["baseline-phi0", "compound-phi1", "width-phi1"]
+    assert all(c["precise_bn"] == 120 for c in configs.values())
+    # The baseline's learning curve needs every epoch; the others are compared after their last one only.
+    assert {k: c["eval_every"] for k, c in configs.items()} == {"baseline-phi0": 1, "compound-phi1": 2,
+                                                                 "width-phi1": 2}
+    top1 = {p.parent.parent.name: [json.loads(line)["top1"] for line in p.read_text().splitlines()]
+            for p in out.rglob("metrics.jsonl")}
+    assert all(v is not None for v in top1["baseline-phi0"]) and len(result["baseline_curve"]) == 2
+    assert top1["width-phi1"][0] is None and result["points"][2]["top1_per_seed"] == [top1["width-phi1"][1]]
 
 
 def test_demo_quick_writes_the_report(tmp_path):

@@ -44,10 +44,11 @@ def plot_metrics(history: Sequence[Mapping[str, Any]], path: str | Path, title: 
     if xs:
         ax1.plot(xs, ys, "-", lw=0.8, alpha=0.6, color="tab:blue", label="train (each step)")
     ax1.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue", label="train (epoch mean)")
-    ax1.plot(epochs, [r["loss"] for r in history], "s-", color="tab:orange", label="test")
+    tested = [r for r in history if r.get("top1") is not None]  # epochs an ``eval_every`` run evaluated
+    ax1.plot([r["epoch"] for r in tested], [r["loss"] for r in tested], "s-", color="tab:orange", label="test")
     ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend(fontsize=8)
-    ax2.plot(epochs, [100 * r["top1"] for r in history], "o-", label="top-1")
-    ax2.plot(epochs, [100 * r["top5"] for r in history], "s-", label="top-5")
+    ax2.plot([r["epoch"] for r in tested], [100 * r["top1"] for r in tested], "o-", label="top-1")
+    ax2.plot([r["epoch"] for r in tested], [100 * r["top5"] for r in tested], "s-", label="top-5")
     ax2.set_xlabel("epoch"), ax2.set_ylabel("test accuracy (%)"), ax2.legend()
     fig.suptitle(title)
     fig.tight_layout()

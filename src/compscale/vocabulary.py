@@ -156,7 +156,8 @@ TERMS: tuple[Term, ...] = (
     Term("weights", "path", "the weights file the run started from (transfer.json)", ("transfer-demo",)),
     Term("reading", "text", "what the numbers say, in words (cam_study.json)", ("cam-study",)),
     # -- accuracy (fractions) -----------------------------------------------------------------------------
-    Term("top1", "fraction", "top-1 accuracy on the test (or held-out) images",
+    Term("top1", "fraction", "top-1 accuracy on the test (or held-out) images (metrics.jsonl: null for an epoch "
+         "--eval-every skipped, as are its top5 and loss)",
          ("train", "finetune", "eval", "search", "demo", "cam-study", "transfer-demo", "metrics.jsonl")),
     Term("scored_top1", "fraction", "top-1 on the images scored for CAMs", ("cam-study",)),
     Term("energy", "fraction", "share of a CAM's energy inside the object mask", ("cam-study",)),

@@ -84,8 +84,10 @@ class _ProgressBars:
         self.close()
         if self.enabled:
             record = event.info
-            print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}  test loss {record['loss']:.4f}  "
-                  f"top-1 {100 * record['top1']:.2f}%  top-5 {100 * record['top5']:.2f}%  "
+            test = ("not evaluated (--eval-every)" if record["top1"] is None else
+                    f"test loss {record['loss']:.4f}  top-1 {100 * record['top1']:.2f}%  "
+                    f"top-5 {100 * record['top5']:.2f}%")
+            print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}  {test}  "
                   f"{record['images_per_s']:.0f} img/s", file=sys.stderr)
 
 
@@ -380,6 +382,8 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-batch-size", dest="eval_batch_size", type=integer, default=_S)
     p.add_argument("--precise-bn", dest="precise_bn", type=integer, default=_S, metavar="N",
                    help="re-estimate BatchNorm statistics on N training images before each evaluation (0: off)")
+    p.add_argument("--eval-every", dest="eval_every", type=integer, default=_S, metavar="N",
+                   help="evaluate after every N-th epoch and after the last (default 1); the weights are the same")
     p.add_argument("--checkpoint-steps", dest="checkpoint_steps", type=integer, default=_S,
                    help="also checkpoint every N steps (always at each epoch's end)")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")

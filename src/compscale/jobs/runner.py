@@ -126,15 +126,20 @@ class RunSettings:
 @dataclass(frozen=True)
 class Job:
     """One unit of work: train ``spec`` with each of ``seeds`` into ``folder`` (relative to the study's output
-    folder, one subfolder per seed); ``labels`` say what it is in the study (strategy, φ, α, β, γ, model...)."""
+    folder, one subfolder per seed); ``labels`` say what it is in the study (strategy, φ, α, β, γ, model...);
+    ``train``: training options of this job alone, over the study's (only those that leave the result as it is,
+    e.g. ``eval_every``: a sweep evaluates its baseline every epoch for the learning curve, the rest at the end)."""
 
     spec: ModelSpec
     seeds: tuple[int, ...]
     folder: str
     labels: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec.as_dict(), "seeds": list(self.seeds), "folder": self.folder, "labels": self.labels}
+        described = {"spec": self.spec.as_dict(), "seeds": list(self.seeds), "folder": self.folder,
+                     "labels": self.labels}
+        return {**described, "train": self.train} if self.train else described  # studies made before keep their digest
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,8 @@ def _evaluator(fingerprint: dict[str, Any], out: str | Path, study: str, threads
         spec, seeds = spec_from_dict(attrs["spec"]), list(attrs["seeds"])
         folders = [job_folder(out, study, fingerprint["kind"], attrs["folder"], seed) for seed in seeds]
         # A study's precise BN is what its settings say (absent: off), never the engine's default.
-        data, epochs, train = fingerprint["data"], fingerprint["epochs"], {"precise_bn": 0, **fingerprint["train"]}
+        data, epochs = fingerprint["data"], fingerprint["epochs"]
+        train = {"precise_bn": 0, **fingerprint["train"], **_job_options(attrs)}
         if fingerprint.get("pack") and len(seeds) > 1:
             try:
                 results = train_specs_packed(spec, data, folders, folders[0].parent / "packed", epochs, seeds,
@@ -201,6 +207,19 @@ def _evaluator(fingerprint: dict[str, Any], out: str | Path, study: str, threads
         return _outcome(accuracies, seconds, packed=False)
 
     return evaluate
+
+
+#: The training options a job may set for itself (:attr:`Job.train`): none of them changes its result.
+JOB_OPTIONS = frozenset({"eval_every"})
+
+
+def _job_options(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A job's own training options, from its stored attributes; anything else there is refused in one line (a
+    study's storage is a file a user may hand us)."""
+    options = attrs.get("train") or {}
+    if not isinstance(options, dict) or not set(options) <= JOB_OPTIONS:
+        raise UserError(f"a job's training options must be among {sorted(JOB_OPTIONS)}, got {str(options)[:80]}")
+    return options
 
 
 def _epoch_seconds(record: dict[str, Any]) -> float:
@@ -314,14 +333,18 @@ def _work(study, name: str, fingerprint: dict[str, Any], settings: RunSettings, 
     procs = [] if settings.join else spawn_workers(settings, name, settings.workers - 1)
     evaluate = _evaluator(fingerprint, settings.out, name, settings.worker_threads())
 
-    def on_trial(row: dict[str, Any]) -> None:
-        finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+    def line(row: dict[str, Any], finished: int) -> None:
         report(progress, "trial", "", min(finished, total), total, **row.get("labels", {}),
                seeds=row.get("seeds"), state=row["state"], accuracy=row["accuracy"], work=work,
-               work_done=_work_done(study, per_epoch, settings.epochs))
+               work_done=_work_done(watch.study, per_epoch, settings.epochs))
+
+    from compscale.jobs.watch import TrialWatch
 
     try:
-        run_worker(study, total, evaluate, settings.heartbeat, on_trial, wait_for_running=not settings.join)
+        # One line per job that ends, whichever worker ran it (this process only learns of its own otherwise).
+        with TrialWatch(settings.storage_url(), name, settings.heartbeat, line) as watch:
+            run_worker(study, total, evaluate, settings.heartbeat, lambda row: watch.nudge(),
+                       wait_for_running=not settings.join)
     except BaseException:
         for proc, _ in procs:
             proc.kill()

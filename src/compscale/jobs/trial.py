@@ -21,7 +21,7 @@ ReportEpoch = Callable[[float, int], None]
 
 #: Settings that do not shape a trial's result (where and how it runs), and those the training engine itself
 #: compares when it resumes (``RESUME_KEYS``, e.g. the model, the data, the batch, the seed).
-_NOT_COMPARED = frozenset({"out", "workers", "device", "threads", "eval_batch_size", "checkpoint_steps",
+_NOT_COMPARED = frozenset({"out", "workers", "device", "threads", "eval_batch_size", "eval_every", "checkpoint_steps",
                            "checkpoint_minutes", "model", "data", "batch_size", "seed", "limit_train", "holdout",
                            "augment", "optimizer", "resolution", "weights"})
 
@@ -53,8 +53,10 @@ def _metrics(path: Path) -> list[dict[str, Any]]:
     for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         try:
             record = json.loads(line)
+            # top1 null: an epoch that eval_every did not evaluate
             ok = (isinstance(record, dict) and isinstance(record.get("epoch"), int)
-                  and isinstance(record.get("top1"), (int, float)) and not isinstance(record["epoch"], bool))
+                  and not isinstance(record["epoch"], bool) and "top1" in record
+                  and (record["top1"] is None or isinstance(record["top1"], (int, float))))
         except (ValueError, RecursionError):
             ok = False
         if not ok:
@@ -97,7 +99,7 @@ def train_spec(
 
     def epoch_done(record: dict[str, Any]) -> None:
         history.append(record)
-        if report_epoch is not None:
+        if report_epoch is not None and record["top1"] is not None:  # None: an epoch eval_every skipped
             report_epoch(float(record["top1"]), int(record["epoch"]))
 
     def on_event(event: Event) -> None:
@@ -150,7 +152,8 @@ def train_specs_packed(
         epoch = int(record["epoch"])
         if report_epoch is not None and all(any(r["epoch"] == epoch for r in h) for h in histories):
             top1 = [next(r for r in h if r["epoch"] == epoch)["top1"] for h in histories]
-            report_epoch(float(sum(top1) / len(top1)), epoch)
+            if None not in top1:  # an epoch eval_every skipped has no accuracy to report
+                report_epoch(float(sum(top1) / len(top1)), epoch)
 
     def on_event(event: Event) -> None:
         if event.kind == "epoch_end":

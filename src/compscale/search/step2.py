@@ -99,10 +99,13 @@ def sweep_jobs(points: list[SweepPoint], settings: RunSettings) -> list[Job]:
     """Every matched sweep point with every seed: one job per point whose seeds train packed (``settings.pack``),
     else one job per point and seed. Seed k of every strategy is the same seed, so the strategies are paired:
     they see the same data order and augmentation. An unmatched point has no job. The costliest come first, so
-    that parallel workers finish together (the largest φ's models are 2^φ times the baseline)."""
+    that parallel workers finish together (the largest φ's models are 2^φ times the baseline). Only the baseline
+    is evaluated after every epoch (its learning curve tells whether the budget is past the steep start); the
+    others only after the last, which is all the comparison reads (evaluation is ~10 % of a job's time)."""
     order = sorted(range(len(points)), key=lambda i: -points[i].macs)
     return [Job(points[i].spec, seeds, f"{points[i].strategy}-phi{points[i].phi:g}",
-                {"point": i, "strategy": points[i].strategy, "phi": points[i].phi, "macs": points[i].macs})
+                {"point": i, "strategy": points[i].strategy, "phi": points[i].phi, "macs": points[i].macs},
+                train={} if i == 0 else {"eval_every": settings.epochs})
             for i in order if points[i].matched for seeds in job_seeds(settings)]
 
 

@@ -445,8 +445,12 @@ class _Run:
         self._train_steps(epoch)
         totals = all_reduce_sum(torch.tensor([float(epoch.loss_sum), epoch.seen], dtype=torch.float64,
                                              device=self.device), self.info)
-        result = self._evaluate_epoch()
+        result = self._evaluate_epoch() if self._evaluates(index) else None
         self._record(self._epoch_record(epoch, totals, result))
+
+    def _evaluates(self, index: int) -> bool:
+        """Whether epoch ``index`` (0-based) ends with an evaluation: every ``eval_every``-th and the last."""
+        return (index + 1) % self.cfg.eval_every == 0 or index + 1 == self.cfg.epochs
 
     def _begin_epoch(self, index: int) -> _Epoch:
         """Freeze or unfreeze the backbone, set the epoch's data order, and pick up a resumed epoch's loss."""
@@ -519,11 +523,13 @@ class _Run:
         return evaluate(evaluated, self.test_loader, self.prep, self.data.num_classes, self.info, self.amp_dtype,
                         self.progress)
 
-    def _epoch_record(self, epoch: _Epoch, totals: torch.Tensor, result: EvalResult) -> dict[str, Any]:
-        """The line of ``metrics.jsonl`` for ``epoch`` (``totals``: the training loss sum and images, all processes)."""
+    def _epoch_record(self, epoch: _Epoch, totals: torch.Tensor, result: EvalResult | None) -> dict[str, Any]:
+        """The line of ``metrics.jsonl`` for ``epoch`` (``totals``: the training loss sum and images, all processes;
+        ``result``: the evaluation, None for an epoch ``eval_every`` skips, whose test metrics are then null)."""
         record = {"epoch": epoch.index + 1, "step": (epoch.index + 1) * self.steps_per_epoch, "lr": epoch.lr,
-                  "train_loss": float(totals[0] / max(1.0, float(totals[1]))), "loss": result.loss,
-                  "top1": result.top1, "top5": result.top5,
+                  "train_loss": float(totals[0] / max(1.0, float(totals[1]))),
+                  "loss": result.loss if result else None,
+                  "top1": result.top1 if result else None, "top5": result.top5 if result else None,
                   "images_per_s": float(totals[1]) / epoch.seconds if epoch.seconds > 0 else None,
                   "epoch_seconds": epoch.seconds, "ema": self.ema is not None}
         if epoch.start > 0:

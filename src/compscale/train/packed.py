@@ -271,7 +271,7 @@ class _PackedRun(_Run):
     def _run_epoch(self, index: int) -> None:
         epoch = self._begin_epoch(index)
         self._train_steps(epoch)
-        results = self._evaluate_epoch()
+        results = self._evaluate_epoch() if self._evaluates(index) else [None] * self.k
         for m, result in enumerate(results):
             self._record_member(m, self._member_record(epoch, m, result))
         self._save(index + 1, 0)
@@ -292,7 +292,7 @@ class _PackedRun(_Run):
         with autocast(self.device, self.amp_dtype):
             recalibrate_batchnorm(module, (stack_inputs([self.prep(x) for x in xs]) for xs in zip(*streams)))
 
-    def _member_record(self, epoch: _Epoch, m: int, result: EvalResult) -> dict[str, Any]:
+    def _member_record(self, epoch: _Epoch, m: int, result: EvalResult | None) -> dict[str, Any]:
         totals = torch.tensor([float(epoch.loss_sum[m]), epoch.seen], dtype=torch.float64)
         record = self._epoch_record(epoch, totals, result)
         # One loop trained every member: each member's img/s is the images IT saw over the loop's time.
