@@ -64,7 +64,24 @@ def load_data(args: argparse.Namespace):
 # --- (a), (b): the plain timm loop ------------------------------------------------------------------------
 
 
+#: Which network the arms train (``--baseline``): the demo's, or the issue's original one — B0's table at a
+#: quarter of its depth and width, 32 px (the previous demo baseline), built by timm's ``_gen_efficientnet``.
+BASELINES = ("demo", "quarter-b0")
+BASELINE = "demo"
+
+
 def timm_model(seed: int, channels: int, classes: int) -> nn.Module:
+    if BASELINE == "quarter-b0":
+        from timm.models.efficientnet import _gen_efficientnet
+
+        torch.manual_seed(seed)
+        return _gen_efficientnet("efficientnet_b0", channel_multiplier=0.25, depth_multiplier=0.25,
+                                 pretrained=False, in_chans=channels, num_classes=classes, drop_rate=0.0,
+                                 drop_path_rate=0.0)
+    return _timm_demo_model(seed, channels, classes)
+
+
+def _timm_demo_model(seed: int, channels: int, classes: int) -> nn.Module:
     """The demo's baseline (``compscale.analysis.demo.demo_baseline``) built by timm's generic EfficientNet
     builder from the same table: a ``ds`` block for expansion 1, ``ir`` blocks otherwise, SE 0.25 of the block
     input, swish, channels as written (divisor 1), and the stride-1 stem set on timm's conv after the build
@@ -88,8 +105,15 @@ def timm_model(seed: int, channels: int, classes: int) -> nn.Module:
 
 
 def _demo_spec():
+    """The baseline's compscale spec (``--baseline``)."""
     from compscale.analysis.demo import demo_baseline
 
+    if BASELINE == "quarter-b0":
+        from compscale.scaling import ScaleFactors
+        from compscale.specs import EfficientNetSpec
+
+        return EfficientNetSpec(in_chans=1, num_classes=10, dropout=0.0, drop_path_rate=0.0).scaled(
+            ScaleFactors(depth=0.25, width=0.25, resolution=32))
     return demo_baseline()
 
 
@@ -104,7 +128,7 @@ def check_twins() -> None:
     b = profile(theirs, spec.resolution, in_chans=spec.in_chans)
     if (a.params, a.macs) != (b.params, b.macs):
         raise SystemExit(f"timm's twin differs: params {a.params} vs {b.params}, multiply-adds {a.macs} vs {b.macs}")
-    print(f"network: the demo's baseline, {a.params:,} parameters, {a.macs / 1e6:.2f} M multiply-adds at "
+    print(f"network: the {BASELINE} baseline, {a.params:,} parameters, {a.macs / 1e6:.2f} M multiply-adds at "
           f"{spec.resolution} px (timm's twin: the same)")
 
 
@@ -220,6 +244,7 @@ import sys, json, time, argparse, torch
 sys.path.insert(0, {bench!r})
 import bench_trials as b
 args = argparse.Namespace(**json.loads({args!r}))
+b.BASELINE = args.baseline
 torch.set_num_threads(args.threads)
 data = b.load_data(args)
 for s in range(args.seeds):
@@ -229,11 +254,9 @@ for s in range(args.seeds):
 
 def end_to_end(args: argparse.Namespace) -> dict:
     """Wall time of `compscale sweep` (φ = 0, the seeds, one worker) vs the plain timm script, fresh processes."""
-    from compscale.analysis.demo import demo_baseline
-
     root = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     base = root / "baseline.json"
-    base.write_text(demo_baseline().to_json())
+    base.write_text(_demo_spec().to_json())
     walls: dict[str, list[float]] = {"compscale sweep": [], "plain timm loop": []}
     for r in range(args.rounds):
         out = root / f"sweep{r}"
@@ -273,7 +296,11 @@ def main() -> None:
     p.add_argument("--arms", default="abcd", help="which arms to run (letters a-f; e: + torch.compile, f: + bf16)")
     p.add_argument("--end-to-end", action="store_true", help="also time the whole commands")
     p.add_argument("--json", help="write the figures to this file")
+    p.add_argument("--baseline", choices=BASELINES, default="demo",
+                   help="demo: the demo's baseline; quarter-b0: the issue's original (B0, 1/4 depth and width, 32 px)")
     args = p.parse_args()
+    global BASELINE
+    BASELINE = args.baseline
     torch.set_num_threads(args.threads)
     check_twins()
     result = {"throughput": throughput(args)} if args.arms else {}

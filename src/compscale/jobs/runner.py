@@ -342,7 +342,7 @@ def _work(study, name: str, fingerprint: dict[str, Any], settings: RunSettings, 
 
     try:
         # One line per job that ends, whichever worker ran it (this process only learns of its own otherwise).
-        with TrialWatch(settings.storage_url(), name, settings.heartbeat, line) as watch:
+        with TrialWatch(study, line) as watch:
             run_worker(study, total, evaluate, settings.heartbeat, lambda row: watch.nudge(),
                        wait_for_running=not settings.join)
     except BaseException:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from optuna.trial import TrialState
 
-from compscale.jobs.queue import job_index, load_study
+from compscale.jobs.queue import job_index
 
 #: How often the storage is read while no job of this process ends (seconds). A local job that ends wakes it.
 POLL_SECONDS = 2.0
@@ -23,13 +23,12 @@ _ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class TrialWatch:
-    """Calls ``on_trial(row, finished)`` for every job of study ``name`` in ``storage_url`` that ends after
-    :meth:`start` (``row``: the job's attributes — labels, seeds — with its state and accuracy; ``finished``:
-    how many jobs have ended so far). Use as a context manager around the work; leaving it reports what is left."""
+    """Calls ``on_trial(row, finished)`` for every job of ``study`` that ends while the watch is open (``row``: the
+    job's attributes — labels, seeds — with its state and accuracy; ``finished``: how many jobs have ended so far).
+    Use as a context manager around the work; leaving it reports what is left."""
 
-    def __init__(self, storage_url: str, name: str, heartbeat: int,
-                 on_trial: Callable[[dict[str, Any], int], None]) -> None:
-        self.study = load_study(storage_url, name, heartbeat)  # its own connection: read from another thread
+    def __init__(self, study: Any, on_trial: Callable[[dict[str, Any], int], None]) -> None:
+        self.study = study  # Optuna's storages are thread-safe (its own n_jobs runs trials in threads)
         self.on_trial = on_trial
         self.reported = {t.number for t in self._ended()}  # a resumed study's finished jobs were not run now
         self.wake, self.stopping, self.lock = threading.Event(), threading.Event(), threading.Lock()
