@@ -10,7 +10,7 @@ Kinds in use: ``"stage"`` (a named phase starts: ``message``), ``"trial"`` (a jo
 ``"eval"`` (an evaluation: ``done``/``total`` batches, ``done=0`` before the first), ``"message"`` (anything
 else worth a line; ``done``/``total`` when it counts, e.g. timing rounds). A study's ``"start"`` and ``"trial"``
 events also carry ``work`` and ``work_done`` (its total and finished work, multiply-adds × seeds × images ×
-epochs, for a cost-weighted ETA); a ``"stage"`` may carry ``future``, the work of the command's later stages.
+epochs, for a cost-weighted ETA).
 """
 
 from __future__ import annotations

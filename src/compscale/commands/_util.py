@@ -175,12 +175,11 @@ class JobProgress:
 
     The ETA weighs the work by its cost, not by a count of jobs: the runner reports each study's total work and
     the work finished so far (``work``, ``work_done``: multiply-adds × seeds × images × epochs), the rate is the
-    work finished since this study started here over the time it took, and a stage may announce the work of the
-    command's later stages (``future``, e.g. the demo's step 2 while step 1 runs)."""
+    work finished since this study started here over the time it took: the ETA of this study (a command of several
+    studies, like the demo, shows each one's in turn)."""
 
     def __init__(self, kind: str, quiet: bool = False) -> None:
         self.kind, self.quiet, self.bar = kind, quiet, None
-        self.future = 0.0
         self.started: tuple[float, float] | None = None  # (when this study started here, its work done then)
 
     def __call__(self, event: Any) -> None:
@@ -202,8 +201,6 @@ class JobProgress:
             self._trial(event)
         elif event.kind in ("stage", "message"):
             self.close()
-            if event.info.get("future") is not None:
-                self.future = float(event.info["future"])
             print(f"compscale {self.kind}: {event.message}", file=sys.stderr, flush=True)
 
     def eta(self, info: Any) -> str:
@@ -217,10 +214,9 @@ class JobProgress:
         elapsed = time.monotonic() - since
         if done <= done_then or elapsed <= 0:
             return ""
-        left = (max(0.0, float(work) - float(done)) + self.future) / ((float(done) - done_then) / elapsed)
+        left = max(0.0, float(work) - float(done)) / ((float(done) - done_then) / elapsed)
         minutes, seconds = divmod(int(round(left)), 60)
-        later = " with the later steps, estimated" if self.future else ""
-        return f", ETA {minutes}m{seconds:02d}s{later}"
+        return f", ETA {minutes}m{seconds:02d}s"
 
     def _trial(self, event: Any) -> None:
         import sys
