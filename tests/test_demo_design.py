@@ -260,6 +260,23 @@ def test_eta_weighs_work_by_cost(monkeypatch, capsys):
     assert err[1].endswith("ETA 1m30s") and err[2].endswith("ETA 0m20s")
 
 
+def test_eta_waits_for_a_job_per_worker_and_stops_at_the_last(monkeypatch, capsys):
+    """Two workers: when the first job ends the other is as far along, so no ETA until two have ended; none on
+    the last line (pruned jobs never reach the study's full work)."""
+    from compscale.commands._util import JobProgress
+    from compscale.progress import Event
+
+    clock = iter([100.0, 120.0])  # the start, then the second job's end: 40 units in 20 s, 60 left
+    monkeypatch.setattr("time.monotonic", lambda: next(clock))
+    progress = JobProgress("demo")
+    progress(Event("start", "3 jobs", 0, 3, {"work": 100.0, "work_done": 0.0, "workers": 2}))
+    for done, work_done in ((1, 10.0), (2, 40.0), (3, 60.0)):
+        progress(Event("trial", "", done, 3, {"alpha": 1.0, "state": "pruned", "accuracy": 0.5, "work": 100.0,
+                                              "work_done": work_done}))
+    err = capsys.readouterr().err.splitlines()
+    assert "ETA" not in err[1] and err[2].endswith("ETA 0m30s") and "ETA" not in err[3], err
+
+
 # --- the demo's JSON keeps its promises (a tiny run) -------------------------------------------------------------
 
 

@@ -329,7 +329,7 @@ def _work(study, name: str, fingerprint: dict[str, Any], settings: RunSettings, 
     per_epoch = per_epoch or [1.0] * total
     work = sum(per_epoch) * settings.epochs  # what every job to the end costs (pruning stops some earlier)
     report(progress, "start", f"{total} jobs, {done} already done, {settings.workers} worker(s)", done, total,
-           work=work, work_done=_work_done(study, per_epoch, settings.epochs))
+           work=work, work_done=_work_done(study, per_epoch, settings.epochs), workers=settings.workers)
     procs = [] if settings.join else spawn_workers(settings, name, settings.workers - 1)
     evaluate = _evaluator(fingerprint, settings.out, name, settings.worker_threads())
 
