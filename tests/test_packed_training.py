@@ -77,10 +77,13 @@ def test_float32_pack_learns_like_separate_runs_and_writes_their_files(tmp_path)
     assert min(acc_p) > 0.5 and min(acc_s) > 0.5  # both learn (chance is 0.1)
     # Same seeds, same data order: float32 summation order is the only difference, far below seed noise.
     assert abs(sum(acc_p) / 3 - sum(acc_s) / 3) < 0.05, (acc_p, acc_s)
+    # One figure for the pack, every seed's curves in it; each seed's folder has its own records and weights.
+    assert (tmp_path / "pack" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for s in seeds:
         folder = tmp_path / f"p{s}"
-        for name in ("model.safetensors", "config.yaml", "metrics.jsonl", "metrics.png"):
+        for name in ("model.safetensors", "config.yaml", "metrics.jsonl"):
             assert (folder / name).is_file(), name
+        assert not (folder / "metrics.png").exists()
         records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in records] == [1, 2, 3]
         # Each member's weights load into an ordinary model of the spec (one file per seed, as today).
@@ -184,9 +187,36 @@ def test_eval_every_skips_evaluations_without_changing_the_run(tmp_path, packed)
         wa = _state(tmp_path / "every" / f"seed{s}" / "model.safetensors")
         wb = _state(tmp_path / "last" / f"seed{s}" / "model.safetensors")
         assert all(torch.equal(wa[k], wb[k]) for k in wa), s
-        assert (tmp_path / "last" / f"seed{s}" / "metrics.png").stat().st_size > 0
+        figure = tmp_path / "last" / ("pack" if packed else f"seed{s}") / "metrics.png"
+        assert figure.stat().st_size > 0
     from compscale.errors import UserError
     from compscale.train.config import TrainConfig
 
     with pytest.raises(UserError, match="eval-every"):
         TrainConfig(eval_every=0).validate()
+
+
+def test_one_figure_draws_every_seed(tmp_path, monkeypatch):
+    """The pack's metrics.png: one step curve and one top-1 curve per seed, in the seed's own colour; a single
+    run's figure keeps its train/test/top-5 lines."""
+    import compscale.plots as plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, dpi=110, tight=False: drawn.append(fig))
+
+    def history(offset: float) -> list[dict]:
+        return [{"epoch": e, "step": 4 * e, "train_loss": 2.0 - e + offset, "loss": 1.5 - e / 2 + offset,
+                 "top1": 0.5 + e / 10 - offset, "top5": 0.9, "step_loss": [2.0 + offset] * 4} for e in (1, 2)]
+
+    plots.plot_runs({f"seed {s}": history(s / 10) for s in range(3)} | {"seed 9": []}, tmp_path / "m.png")
+    losses, accuracy = drawn[0].axes
+    steps = [line for line in losses.get_lines() if line.get_label().endswith("train (each step)")]
+    assert [line.get_label() for line in steps] == [f"seed {s} train (each step)" for s in range(3)]
+    assert len(steps[0].get_xdata()) == 8  # 4 steps x 2 epochs
+    top1 = {line.get_label(): list(line.get_ydata()) for line in accuracy.get_lines()}
+    assert top1 == {f"seed {s} top-1": pytest.approx([60 - 10 * s, 70 - 10 * s]) for s in range(3)}
+    assert len({line.get_color() for line in steps}) == 3
+    plots.plot_metrics(history(0.0), tmp_path / "one.png")
+    assert {line.get_label() for line in drawn[1].axes[1].get_lines()} == {"top-1", "top-5"}
+    plots.plot_runs({"seed 0": []}, tmp_path / "none.png")
+    assert len(drawn) == 2  # nothing to draw: no figure
