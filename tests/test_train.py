@@ -221,3 +221,25 @@ def test_recalibrate_batchnorm_edge_cases():
     with torch.no_grad():
         torch.testing.assert_close(model[1].running_mean, model[0](x).mean((0, 2, 3)))
     assert model[1].momentum == 0.1 and model[2].running_mean is None
+
+
+def test_process_settings_are_restored_and_unchanged_ones_left_alone(monkeypatch):
+    """A run puts back what it changed (threads, deterministic kernels) and does not call
+    torch.use_deterministic_algorithms when nothing changed: that call imports torch._inductor and torch._dynamo
+    (~1.6 s), which a short run would otherwise pay at its end."""
+    from compscale.train.distributed import init_distributed
+    from compscale.train.loop import process_settings_restored
+
+    calls: list[bool] = []
+    real = torch.use_deterministic_algorithms
+    monkeypatch.setattr(torch, "use_deterministic_algorithms",
+                        lambda mode, **kw: (calls.append(mode), real(mode, **kw)))
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    info = init_distributed("cpu")
+    with process_settings_restored(info):
+        torch.set_num_threads(threads + 1)
+    assert calls == [] and torch.get_num_threads() == threads
+    with process_settings_restored(info):
+        torch.use_deterministic_algorithms(not deterministic)
+    assert calls == [not deterministic, deterministic]
+    assert torch.are_deterministic_algorithms_enabled() == deterministic

@@ -154,7 +154,10 @@ def process_settings_restored(info: DistInfo) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(saved[0])
-        torch.use_deterministic_algorithms(saved[1])
+        # Only when the run changed it: torch.use_deterministic_algorithms imports torch._inductor (and with it
+        # torch._dynamo, ~1.6 s) on every call, even one that changes nothing.
+        if torch.are_deterministic_algorithms_enabled() != saved[1]:
+            torch.use_deterministic_algorithms(saved[1])
         torch.backends.cudnn.benchmark = saved[2]
         shutdown(info)
 
